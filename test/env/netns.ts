@@ -1,0 +1,50 @@
+import { existsSync, statSync } from "node:fs";
+import { labNetns, labVethAddress, nodeBNetns, nodeBVethAddress } from "./paths.js";
+import { run } from "./proc.js";
+
+/**
+ * The lab's network: two namespaces we create (node A, which also hosts the shared services, and
+ * node B), each with its own loopback, joined by one veth pair with link-local addresses. Nothing
+ * here ever names an interface of the machine's own namespace: every `ip` call carries `-n NS`.
+ */
+const vethA = "kaktus-veth-a";
+const vethB = "kaktus-veth-b";
+
+const netnsPath = (name: string) => `/run/netns/${name}`;
+
+export const netnsExists = (name: string) => existsSync(netnsPath(name));
+
+/** True when this process already runs inside the lab namespace. */
+export function insideLab(): boolean {
+  if (!netnsExists(labNetns)) return false;
+  return statSync("/proc/self/ns/net").ino === statSync(netnsPath(labNetns)).ino;
+}
+
+async function ensureNetns(name: string): Promise<void> {
+  if (!netnsExists(name)) await run("ip", ["netns", "add", name]);
+  await run("ip", ["-n", name, "link", "set", "lo", "up"]);
+}
+
+async function linkExists(netns: string, ifname: string): Promise<boolean> {
+  const { stdout } = await run("ip", ["-n", netns, "-j", "link", "show"]);
+  return (JSON.parse(stdout) as { ifname: string }[]).some((l) => l.ifname === ifname);
+}
+
+export async function ensureLabNetwork(): Promise<void> {
+  await ensureNetns(labNetns);
+  await ensureNetns(nodeBNetns);
+  if (!(await linkExists(labNetns, vethA))) {
+    // Created inside the lab namespace, then one end is moved: it never exists in the root namespace.
+    await run("ip", ["-n", labNetns, "link", "add", vethA, "type", "veth", "peer", "name", vethB, "netns", nodeBNetns]);
+    await run("ip", ["-n", labNetns, "addr", "add", `${labVethAddress}/30`, "dev", vethA]);
+    await run("ip", ["-n", nodeBNetns, "addr", "add", `${nodeBVethAddress}/30`, "dev", vethB]);
+  }
+  await run("ip", ["-n", labNetns, "link", "set", vethA, "up"]);
+  await run("ip", ["-n", nodeBNetns, "link", "set", vethB, "up"]);
+}
+
+export async function deleteLabNetwork(): Promise<void> {
+  for (const name of [nodeBNetns, labNetns]) {
+    if (netnsExists(name)) await run("ip", ["netns", "delete", name]);
+  }
+}

@@ -1,0 +1,156 @@
+import { execFile, spawn } from "node:child_process";
+import { mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { logDir, pidDir } from "./paths.js";
+
+export class LabError extends Error {
+  override name = "LabError";
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program without a shell; a non-zero exit becomes an error that carries its stderr. */
+export function run(
+  cmd: string,
+  args: readonly string[],
+  opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = execFile(
+      cmd,
+      args,
+      { timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 << 20, env: opts.env ?? process.env },
+      (err, stdout, stderr) => {
+        if (err) {
+          const detail = stderr.trim() || stdout.trim() || err.message;
+          reject(new LabError(`${cmd} ${args.join(" ")} failed: ${detail}`));
+        } else {
+          resolvePromise({ stdout, stderr });
+        }
+      },
+    );
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+  });
+}
+
+/** Polls `probe` until it returns a value, at most `timeoutMs`; the last failure is in the error. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  { timeoutMs, intervalMs = 200 }: { timeoutMs: number; intervalMs?: number },
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "not ready";
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+    }
+    await sleep(intervalMs);
+  }
+  throw new LabError(`${what} not ready after ${timeoutMs / 1000}s: ${last}`);
+}
+
+export interface Daemon {
+  /** Name of the pid and log files. */
+  name: string;
+  /** What /proc/PID/comm must read (first 15 bytes of the executable name) before we signal it. */
+  comm: string;
+  cmd: string;
+  args: readonly string[];
+  env?: NodeJS.ProcessEnv;
+}
+
+const pidFile = (name: string) => join(pidDir, `${name}.pid`);
+export const logFile = (name: string) => join(logDir, `${name}.log`);
+
+function procComm(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The PID recorded for a daemon, only while that PID is still the same program (pid files go stale). */
+export function runningPid(daemon: Pick<Daemon, "name" | "comm">): number | undefined {
+  if (!existsSync(pidFile(daemon.name))) return undefined;
+  const pid = Number(readFileSync(pidFile(daemon.name), "utf8"));
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  return procComm(pid) === daemon.comm.slice(0, 15) ? pid : undefined;
+}
+
+/** Starts a long-running program detached from us (it outlives `npm run lab up`), logs to a file. */
+export function startDaemon(daemon: Daemon): number {
+  mkdirSync(pidDir, { recursive: true });
+  mkdirSync(logDir, { recursive: true });
+  const out = openSync(logFile(daemon.name), "a");
+  try {
+    const child = spawn(daemon.cmd, daemon.args, {
+      detached: true,
+      stdio: ["ignore", out, out],
+      env: daemon.env ?? process.env,
+    });
+    if (child.pid === undefined) throw new LabError(`could not start ${daemon.cmd}`);
+    child.unref();
+    writeFileSync(pidFile(daemon.name), String(child.pid));
+    return child.pid;
+  } finally {
+    closeSync(out);
+  }
+}
+
+/** True while a process with this PID exists (a zombie counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    return !readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.startsWith("Z");
+  } catch {
+    return false;
+  }
+}
+
+/** Stops one process we started, by PID, after checking it is still ours: TERM, then KILL. */
+export async function stopPid(pid: number, comm: string, graceMs = 10_000): Promise<void> {
+  if (procComm(pid) !== comm.slice(0, 15)) return;
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + graceMs;
+  while (alive(pid) && Date.now() < deadline) await sleep(50);
+  if (alive(pid) && procComm(pid) === comm.slice(0, 15)) {
+    process.kill(pid, "SIGKILL");
+    for (let i = 0; i < 100 && alive(pid); i++) await sleep(20);
+  }
+}
+
+export async function stopDaemon(daemon: Pick<Daemon, "name" | "comm">, graceMs?: number): Promise<void> {
+  const pid = runningPid(daemon);
+  if (pid !== undefined) await stopPid(pid, daemon.comm, graceMs);
+  rmSync(pidFile(daemon.name), { force: true });
+}
+
+/** The last lines of a daemon's log, for error messages that say why it did not come up. */
+export function logTail(name: string, lines = 15): string {
+  try {
+    return readFileSync(logFile(name), "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+/** Rejects with a clear message when `promise` has not settled within `ms`. */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new LabError(`${what}: nothing after ${ms / 1000}s`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
