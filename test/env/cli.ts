@@ -16,12 +16,15 @@ const usage = `usage: npm run lab -- <command>
   exec -- CMD [ARGS...]   run a command inside the lab (npm test uses this)
   local     start the lab, run until Ctrl-C, then stop what was started`;
 
-/** Runs a program with our terminal and returns its exit code; SIGINT/SIGTERM reach it, not us. */
+/**
+ * Runs a program with our terminal and returns its exit code. SIGINT and SIGTERM are passed on to it
+ * and do not stop us: the child decides when it is done (a Ctrl-C from a terminal reaches it twice).
+ */
 function runAttached(cmd: string, args: string[]): Promise<number> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(cmd, args, { stdio: "inherit" });
     const forward = (sig: NodeJS.Signals) => child.kill(sig);
-    process.on("SIGINT", () => undefined).on("SIGTERM", forward);
+    process.on("SIGINT", forward).on("SIGTERM", forward);
     child.on("error", reject);
     child.on("exit", (code, signal) => resolvePromise(code ?? (signal ? 128 : 1)));
   });
@@ -52,7 +55,8 @@ async function inside(command: string, args: string[]): Promise<number> {
       const started = await up();
       printEndpoints();
       console.log("Ctrl-C stops what this command started.");
-      const stop = new Promise<void>((r) => process.once("SIGINT", r).once("SIGTERM", r));
+      // `on`, not `once`: a second signal during the shutdown below must not kill us half-way.
+      const stop = new Promise<void>((r) => process.on("SIGINT", () => r()).on("SIGTERM", () => r()));
       // Bounded wait: the local run ends on a signal, at the latest after a week.
       await Promise.race([stop, sleep(7 * 24 * 3600_000)]);
       await down(started);
