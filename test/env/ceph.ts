@@ -49,6 +49,9 @@ auth_client_required = cephx
 auth_allow_insecure_global_id_reclaim = false
 keyring = ${keyringPath}
 osd_objectstore = memstore
+# memstore writes its data to osd_data only on a clean umount, which fast shutdown skips:
+# without this, an OSD restart comes back with no PGs.
+osd_fast_shutdown = false
 memstore_device_bytes = 1073741824
 osd_pool_default_size = 1
 osd_pool_default_min_size = 1
@@ -179,7 +182,9 @@ async function clusterReady(): Promise<string | undefined> {
   const clean = s.pgmap.pgs_by_state?.find((p) => p.state_name === "active+clean")?.count ?? 0;
   const problem =
     s.health.status !== "HEALTH_OK"
-      ? s.health.status
+      ? `${s.health.status}: ${Object.values(s.health.checks ?? {})
+          .map((c) => c.summary.message)
+          .join("; ")}`
       : s.osdmap.num_up_osds < 1
         ? "no OSD up"
         : s.pgmap.num_pgs === 0 || clean !== s.pgmap.num_pgs
