@@ -1,0 +1,161 @@
+import { Type, type Static } from "@sinclair/typebox";
+import {
+  apiVersion,
+  celQuantity,
+  commonStatus,
+  DnsLabel,
+  DnsSubdomain,
+  MacAddress,
+  NamedList,
+  Quantity,
+  StringEnum,
+  validations,
+  type ObjectMeta,
+} from "./schema.js";
+
+/** A VirtualMachine is a persistent libvirt domain on `spec.node`, reconciled by that node's agent. */
+export const virtualMachineKind = {
+  kind: "VirtualMachine",
+  plural: "virtualmachines",
+  singular: "virtualmachine",
+  shortNames: ["kvm"],
+  scope: "Namespaced",
+} as const;
+
+export const runStrategies = ["Always", "Halted", "Manual", "RerunOnFailure"] as const;
+
+const Disk = Type.Object({
+  name: DnsLabel({ description: "Name of the disk inside this VM." }),
+  volumeRef: DnsLabel({ description: "A Volume in the VM's namespace." }),
+  bus: Type.Optional(StringEnum(["virtio", "scsi", "sata"] as const, { default: "virtio" })),
+  bootOrder: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, description: "Boot priority, 1 first." })),
+  readOnly: Type.Optional(Type.Boolean({ default: false })),
+});
+
+const Interface = Type.Object({
+  name: DnsLabel({ description: "Name of the NIC inside this VM." }),
+  bridgeRef: DnsSubdomain({ description: "A Bridge (cluster-scoped) that is Ready on the VM's node." }),
+  mac: Type.Optional(MacAddress({ description: "Omitted: generated once and kept in status." })),
+  model: Type.Optional(StringEnum(["virtio", "e1000"] as const, { default: "virtio" })),
+});
+
+const CloudInit = Type.Object(
+  {
+    userData: Type.Optional(Type.String({ maxLength: 65536, description: "NoCloud user-data." })),
+    userDataSecretRef: Type.Optional(
+      Type.Object(
+        { name: DnsSubdomain() },
+        { description: "A Secret in the VM's namespace whose key userdata holds the user-data." },
+      ),
+    ),
+    metaData: Type.Optional(
+      Type.String({ maxLength: 65536, description: "NoCloud meta-data; default: instance-id and hostname." }),
+    ),
+    networkConfig: Type.Optional(Type.String({ maxLength: 65536, description: "NoCloud network-config (v1 or v2)." })),
+  },
+  validations({
+    rule: "!(has(self.userData) && has(self.userDataSecretRef))",
+    message: "set userData or userDataSecretRef, not both",
+  }),
+);
+
+export const VirtualMachineSpec = Type.Object(
+  {
+    node: DnsSubdomain({
+      description: "The Kaktus node that runs the domain.",
+      ...validations({
+        rule: "self == oldSelf",
+        message: "node is immutable: moving a VM between nodes is not supported",
+      }),
+    }),
+    runStrategy: Type.Optional(StringEnum(runStrategies, { default: "Always" })),
+    cpu: Type.Optional(
+      Type.Object(
+        {
+          cores: Type.Optional(Type.Integer({ minimum: 1, maximum: 256, default: 1 })),
+          model: Type.Optional(
+            Type.String({
+              default: "host-passthrough",
+              maxLength: 64,
+              pattern: "^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
+              description: "host-passthrough, host-model, or a libvirt CPU model name.",
+            }),
+          ),
+        },
+        { default: {} },
+      ),
+    ),
+    memory: Quantity({
+      description: "Guest memory.",
+      ...validations(
+        { rule: `${celQuantity("self")}.compareTo(quantity('64Mi')) >= 0`, message: "memory must be at least 64Mi" },
+        { rule: `${celQuantity("self")}.compareTo(quantity('4Ti')) <= 0`, message: "memory must be at most 4Ti" },
+      ),
+    }),
+    firmware: Type.Optional(StringEnum(["bios", "efi"] as const, { default: "bios" })),
+    secureBoot: Type.Optional(Type.Boolean({ default: false, description: "UEFI Secure Boot; needs firmware efi." })),
+    disks: Type.Optional(
+      NamedList(Disk, {
+        maxItems: 16,
+        ...validations(
+          {
+            rule: "self.all(d, !has(d.bootOrder) || self.exists_one(e, has(e.bootOrder) && e.bootOrder == d.bootOrder))",
+            message: "two disks have the same bootOrder",
+          },
+          {
+            rule: "self.all(d, self.exists_one(e, e.volumeRef == d.volumeRef))",
+            message: "a Volume can be attached only once",
+          },
+        ),
+      }),
+    ),
+    interfaces: Type.Optional(
+      NamedList(Interface, {
+        maxItems: 8,
+        ...validations({
+          rule: "self.all(i, !has(i.mac) || self.exists_one(j, has(j.mac) && j.mac.lowerAscii() == i.mac.lowerAscii()))",
+          message: "two interfaces have the same mac",
+        }),
+      }),
+    ),
+    cloudInit: Type.Optional(CloudInit),
+    graphics: Type.Optional(StringEnum(["spice", "vnc", "none"] as const, { default: "spice" })),
+    autostart: Type.Optional(Type.Boolean({ default: true, description: "Start the domain when the host boots." })),
+    shutdownGracePeriodSeconds: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 3600,
+        default: 60,
+        description: "How long an ACPI shutdown may take before the domain is destroyed.",
+      }),
+    ),
+  },
+  validations({
+    rule: "!has(self.secureBoot) || !self.secureBoot || self.firmware == 'efi'",
+    message: "secureBoot needs firmware: efi",
+    fieldPath: ".secureBoot",
+  }),
+);
+
+export const VirtualMachineStatus = Type.Object({
+  ...commonStatus,
+  node: Type.Optional(Type.String({ description: "Node the domain was observed on." })),
+  domainUUID: Type.Optional(Type.String({ description: "libvirt domain UUID, generated once." })),
+  interfaces: Type.Optional(
+    Type.Array(Type.Object({ name: Type.String(), mac: Type.String(), bridge: Type.Optional(Type.String()) }), {
+      "x-kubernetes-list-type": "map",
+      "x-kubernetes-list-map-keys": ["name"],
+      maxItems: 8,
+    }),
+  ),
+});
+
+export type VirtualMachineSpec = Static<typeof VirtualMachineSpec>;
+export type VirtualMachineStatus = Static<typeof VirtualMachineStatus>;
+export interface VirtualMachine {
+  apiVersion: typeof apiVersion;
+  kind: "VirtualMachine";
+  metadata: ObjectMeta;
+  spec: VirtualMachineSpec;
+  status?: VirtualMachineStatus;
+}

@@ -1,0 +1,25 @@
+import * as k8s from "@kubernetes/client-node";
+import { kubeconfigPath, kubectlPath } from "../env/lab.js";
+import { run, waitFor } from "../env/proc.js";
+
+/** Clients on the lab's apiserver, as the admin. */
+export const kubeConfig = new k8s.KubeConfig();
+kubeConfig.loadFromFile(kubeconfigPath);
+
+/** kubectl from the same release as the apiserver, on the lab kubeconfig; stdin optional. */
+export const kubectl = async (args: string[], input?: string): Promise<string> =>
+  (await run(kubectlPath(), ["--kubeconfig", kubeconfigPath, ...args], input === undefined ? {} : { input })).stdout;
+
+/** Installs (server-side apply, idempotent) the generated CRDs and waits until all are Established. */
+export async function installCrds(): Promise<void> {
+  await kubectl(["apply", "--server-side", "--force-conflicts", "-f", "crds/"]);
+  await kubectl(["wait", "--for=condition=Established", "--timeout=30s", "-f", "crds/"]);
+  // Established is not yet "served with its watch cache": wait until a list answers.
+  await waitFor(
+    "kaktus resources served",
+    async () => (await kubectl(["get", "kaktus", "-A"])) !== undefined || undefined,
+    {
+      timeoutMs: 20_000,
+    },
+  );
+}
