@@ -1,0 +1,171 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { MessageChannel, type Worker } from "node:worker_threads";
+import { startWorker, WorkerPool, type SerializedError } from "../worker-pool.js";
+import { LibvirtError, type LibvirtErrorKind } from "./errors.js";
+import type { EventMessage } from "./events-worker.js";
+import type { DomainInfo, LibvirtEvent } from "./types.js";
+import type { LibvirtOps } from "./worker.js";
+
+/** What the operator needs from a hypervisor; controllers see only this. */
+export interface Hypervisor {
+  readonly uri: string;
+  capabilities(): Promise<string>;
+  listDomains(): Promise<DomainInfo[]>;
+  /** null when there is no such domain. */
+  lookup(name: string): Promise<DomainInfo | null>;
+  lookupByUuid(uuid: string): Promise<DomainInfo | null>;
+  /** Defines or redefines a persistent domain (libvirt validates the XML). */
+  define(xml: string): Promise<DomainInfo>;
+  getXml(name: string, opts?: { inactive?: boolean }): Promise<string>;
+  start(name: string): Promise<void>;
+  /** ACPI shutdown, then destroy once the grace period is over. Says which one stopped it. */
+  stop(name: string, graceSeconds: number): Promise<"shutdown" | "destroyed" | "not-running">;
+  destroy(name: string): Promise<void>;
+  /** Removes the definition with its NVRAM, managed save and snapshot metadata. */
+  undefine(name: string): Promise<void>;
+  setAutostart(name: string, on: boolean): Promise<void>;
+  /** Device changes always touch the persistent definition; `live` also the running domain. */
+  attachDevice(name: string, xml: string, opts: { live: boolean }): Promise<void>;
+  detachDevice(name: string, xml: string, opts: { live: boolean }): Promise<void>;
+  updateDevice(name: string, xml: string, opts: { live: boolean }): Promise<void>;
+  /** Grows a running domain's disk (QEMU resizes the RBD image itself). */
+  blockResize(name: string, target: string, bytes: bigint): Promise<void>;
+  defineSecret(xml: string): Promise<string>;
+  setSecretValue(uuid: string, value: Uint8Array): Promise<void>;
+  undefineSecret(uuid: string): Promise<void>;
+  /** Domain lifecycle events and connection changes; returns the unsubscribe function. */
+  onEvent(listener: (event: LibvirtEvent) => void): () => void;
+  close(): Promise<void>;
+}
+
+const toError = (e: SerializedError) =>
+  e.name === "LibvirtError"
+    ? new LibvirtError(
+        e.kind as LibvirtErrorKind,
+        e.code as number,
+        String(e.message).replace(`${String(e.operation)}: `, ""),
+        String(e.operation),
+      )
+    : Object.assign(new Error(e.message), { name: e.name });
+
+/** libvirt through worker threads; blocking calls never touch the event loop. */
+export class LibvirtClient implements Hypervisor {
+  private readonly pool: WorkerPool<LibvirtOps>;
+  private readonly listeners = new Set<(event: LibvirtEvent) => void>();
+  private unsubscribeEvents: (() => void) | undefined;
+
+  constructor(
+    readonly uri: string,
+    { workers = 2 }: { workers?: number } = {},
+  ) {
+    this.pool = new WorkerPool<LibvirtOps>(new URL(`./worker${ext}`, import.meta.url), { uri }, workers, toError);
+  }
+
+  capabilities = () => this.pool.call("capabilities");
+  listDomains = () => this.pool.call("listDomains");
+  lookup = (name: string) => this.pool.call("lookup", name);
+  lookupByUuid = (uuid: string) => this.pool.call("lookupByUuid", uuid);
+  define = (xml: string) => this.pool.call("define", xml);
+  getXml = (name: string, { inactive = false }: { inactive?: boolean } = {}) =>
+    this.pool.call("getXml", name, inactive);
+  start = (name: string) => this.pool.call("start", name);
+  destroy = (name: string) => this.pool.call("destroy", name);
+  undefine = (name: string) => this.pool.call("undefine", name);
+  setAutostart = (name: string, on: boolean) => this.pool.call("setAutostart", name, on);
+  attachDevice = (name: string, xml: string, { live }: { live: boolean }) =>
+    this.pool.call("attachDevice", name, xml, live);
+  detachDevice = (name: string, xml: string, { live }: { live: boolean }) =>
+    this.pool.call("detachDevice", name, xml, live);
+  updateDevice = (name: string, xml: string, { live }: { live: boolean }) =>
+    this.pool.call("updateDevice", name, xml, live);
+  blockResize = (name: string, target: string, bytes: bigint) => this.pool.call("blockResize", name, target, bytes);
+  defineSecret = (xml: string) => this.pool.call("defineSecret", xml);
+  setSecretValue = (uuid: string, value: Uint8Array) => this.pool.call("setSecretValue", uuid, value);
+  undefineSecret = (uuid: string) => this.pool.call("undefineSecret", uuid);
+
+  async stop(name: string, graceSeconds: number): Promise<"shutdown" | "destroyed" | "not-running"> {
+    const running = async () => {
+      const d = await this.lookup(name);
+      return d !== null && d.state !== "shutoff" && d.state !== "crashed";
+    };
+    if (!(await running())) return "not-running";
+    await this.pool.call("shutdown", name).catch(ignoreKinds("conflict"));
+    const deadline = Date.now() + graceSeconds * 1000;
+    while (Date.now() < deadline) {
+      if (!(await running())) return "shutdown";
+      await sleep(Math.min(250, Math.max(0, deadline - Date.now())));
+    }
+    if (!(await running())) return "shutdown";
+    await this.destroy(name).catch(ignoreKinds("conflict"));
+    return "destroyed";
+  }
+
+  onEvent(listener: (event: LibvirtEvent) => void): () => void {
+    this.listeners.add(listener);
+    this.unsubscribeEvents ??= eventLoop.subscribe(this.uri, (e) => {
+      for (const l of this.listeners) l(e);
+    });
+    return () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0) {
+        this.unsubscribeEvents?.();
+        this.unsubscribeEvents = undefined;
+      }
+    };
+  }
+
+  async close(): Promise<void> {
+    this.unsubscribeEvents?.();
+    this.unsubscribeEvents = undefined;
+    this.listeners.clear();
+    await this.pool.close();
+  }
+}
+
+/** Swallows the given kinds of LibvirtError (for example "already stopped" during a stop). */
+export const ignoreKinds =
+  (...kinds: LibvirtErrorKind[]) =>
+  (err: unknown): void => {
+    if (!(err instanceof LibvirtError && kinds.includes(err.kind))) throw err;
+  };
+
+const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
+
+/** The process-wide event loop thread, started on the first subscription, stopped after the last. */
+const eventLoop = {
+  worker: undefined as Worker | undefined,
+  port: undefined as MessageChannel["port1"] | undefined,
+  byUri: new Map<string, Set<(e: LibvirtEvent) => void>>(),
+
+  subscribe(uri: string, listener: (e: LibvirtEvent) => void): () => void {
+    if (!this.worker) {
+      const { port1, port2 } = new MessageChannel();
+      this.worker = startWorker(new URL(`./events-worker${ext}`, import.meta.url), { port: port2 }, [port2]);
+      this.worker.unref();
+      port1.on("message", ({ uri: u, event }: EventMessage) => {
+        for (const l of this.byUri.get(u) ?? []) l(event);
+      });
+      port1.unref();
+      this.port = port1;
+    }
+    let set = this.byUri.get(uri);
+    if (!set) {
+      set = new Set();
+      this.byUri.set(uri, set);
+      this.port!.postMessage({ subscribe: uri });
+    }
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size > 0) return;
+      this.byUri.delete(uri);
+      this.port?.postMessage({ unsubscribe: uri });
+      if (this.byUri.size === 0) {
+        this.port?.postMessage({ stop: true });
+        this.port?.close();
+        this.worker = undefined;
+        this.port = undefined;
+      }
+    };
+  },
+};
