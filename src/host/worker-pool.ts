@@ -23,6 +23,14 @@ export interface SerializedError {
 
 type Ops = Record<string, (...args: never[]) => unknown>;
 
+/** Turns a serialized error back into an instance of its class (when known), with all its fields. */
+export const reviveError =
+  (...classes: (abstract new (...args: never[]) => Error)[]) =>
+  (e: SerializedError): Error => {
+    const cls = classes.find((c) => c.name === e.name) ?? Error;
+    return Object.assign(Object.create(cls.prototype) as Error, e);
+  };
+
 /** Worker side: answers each request with what the matching op returns or throws. */
 export function serve(ops: Ops): void {
   if (!parentPort) throw new Error("serve() runs inside a worker thread");

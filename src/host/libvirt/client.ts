@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { MessageChannel, type Worker } from "node:worker_threads";
-import { startWorker, WorkerPool, type SerializedError } from "../worker-pool.js";
+import { reviveError, startWorker, WorkerPool } from "../worker-pool.js";
 import { LibvirtError, type LibvirtErrorKind } from "./errors.js";
 import type { EventMessage } from "./events-worker.js";
 import type { DomainInfo, LibvirtEvent } from "./types.js";
@@ -38,15 +38,7 @@ export interface Hypervisor {
   close(): Promise<void>;
 }
 
-const toError = (e: SerializedError) =>
-  e.name === "LibvirtError"
-    ? new LibvirtError(
-        e.kind as LibvirtErrorKind,
-        e.code as number,
-        String(e.message).replace(`${String(e.operation)}: `, ""),
-        String(e.operation),
-      )
-    : Object.assign(new Error(e.message), { name: e.name });
+const toError = reviveError(LibvirtError);
 
 /** libvirt through worker threads; blocking calls never touch the event loop. */
 export class LibvirtClient implements Hypervisor {
