@@ -1,0 +1,185 @@
+import { BridgeError, IpRoute } from "./iproute.js";
+
+export { BridgeError, type BridgeErrorKind } from "./iproute.js";
+
+export interface LinkInfo {
+  name: string;
+  /** linkinfo.info_kind: bridge, veth, vlan, tun, … (absent for plain devices) */
+  kind?: string;
+  /** The bridge this link is a port of. */
+  master?: string;
+  mtu: number;
+  up: boolean;
+}
+
+export interface BridgeInfo {
+  name: string;
+  mtu: number;
+  up: boolean;
+  stp: boolean;
+  vlanFiltering: boolean;
+  /** Names of the links enslaved to the bridge (host ports and VM taps alike). */
+  ports: string[];
+}
+
+export interface BridgeSettings {
+  stp?: boolean;
+  vlanFiltering?: boolean;
+  mtu?: number;
+}
+
+/** What the operator needs from a node's network; controllers see only this. */
+export interface BridgeHost {
+  links(): Promise<LinkInfo[]>;
+  bridges(): Promise<BridgeInfo[]>;
+  /** null when there is no bridge of that name. */
+  bridge(name: string): Promise<BridgeInfo | null>;
+  /** Creates the bridge up, with its settings; MTU is applied after ports (the kernel resets it). */
+  createBridge(name: string, settings: BridgeSettings): Promise<void>;
+  /** Changes settings of an existing bridge in place (no delete and re-create). */
+  updateBridge(name: string, settings: BridgeSettings): Promise<void>;
+  /** Enslaves an existing link to a bridge and sets it up. */
+  addPort(bridge: string, port: string): Promise<void>;
+  removePort(port: string): Promise<void>;
+  /** Creates PARENT.ID (802.1Q); the kernel may refuse (no 8021q): that is an "unsupported" error. */
+  createVlan(parent: string, id: number): Promise<string>;
+  deleteLink(name: string): Promise<void>;
+  /** Called (debounced) whenever links change; returns the unsubscribe function. */
+  onChange(listener: () => void): () => void;
+  close(): void;
+}
+
+interface IpLink {
+  ifname: string;
+  mtu: number;
+  flags?: string[];
+  master?: string;
+  operstate?: string;
+  linkinfo?: { info_kind?: string; info_data?: { stp_state?: number; vlan_filtering?: number } };
+}
+
+const onOff = (b: boolean) => (b ? "1" : "0");
+
+export class LinuxBridges implements BridgeHost {
+  private readonly ip: IpRoute;
+  private readonly listeners = new Set<() => void>();
+  private monitor: ReturnType<IpRoute["monitor"]> | undefined;
+  private pending: NodeJS.Timeout | undefined;
+
+  constructor(netns?: string) {
+    this.ip = new IpRoute(netns);
+  }
+
+  private async rawLinks(): Promise<IpLink[]> {
+    return this.ip.json<IpLink[]>(["-d", "link", "show"], "list links");
+  }
+
+  async links(): Promise<LinkInfo[]> {
+    return (await this.rawLinks()).map((l) => ({
+      name: l.ifname,
+      ...(l.linkinfo?.info_kind ? { kind: l.linkinfo.info_kind } : {}),
+      ...(l.master ? { master: l.master } : {}),
+      mtu: l.mtu,
+      up: l.flags?.includes("UP") ?? false,
+    }));
+  }
+
+  async bridges(): Promise<BridgeInfo[]> {
+    const links = await this.rawLinks();
+    return links
+      .filter((l) => l.linkinfo?.info_kind === "bridge")
+      .map((b) => ({
+        name: b.ifname,
+        mtu: b.mtu,
+        up: b.flags?.includes("UP") ?? false,
+        stp: (b.linkinfo?.info_data?.stp_state ?? 0) !== 0,
+        vlanFiltering: (b.linkinfo?.info_data?.vlan_filtering ?? 0) !== 0,
+        ports: links.filter((l) => l.master === b.ifname).map((l) => l.ifname),
+      }));
+  }
+
+  async bridge(name: string): Promise<BridgeInfo | null> {
+    return (await this.bridges()).find((b) => b.name === name) ?? null;
+  }
+
+  async createBridge(name: string, settings: BridgeSettings): Promise<void> {
+    const op = `create bridge ${name}`;
+    // One netlink request: if the kernel refuses a setting, it creates nothing.
+    await this.ip.run(["link", "add", "name", name, "type", "bridge", ...bridgeArgs(settings)], op);
+    try {
+      if (settings.mtu !== undefined) await this.ip.run(["link", "set", "dev", name, "mtu", String(settings.mtu)], op);
+      await this.ip.run(["link", "set", "dev", name, "up"], op);
+    } catch (err) {
+      // What this call created and could not finish, it removes: no half-made bridge stays behind.
+      await this.ip.run(["link", "del", "dev", name], op).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async updateBridge(name: string, settings: BridgeSettings): Promise<void> {
+    const op = `update bridge ${name}`;
+    const args = bridgeArgs(settings);
+    if (args.length) await this.ip.run(["link", "set", "dev", name, "type", "bridge", ...args], op);
+    if (settings.mtu !== undefined) await this.ip.run(["link", "set", "dev", name, "mtu", String(settings.mtu)], op);
+    await this.ip.run(["link", "set", "dev", name, "up"], op);
+  }
+
+  async addPort(bridge: string, port: string): Promise<void> {
+    const op = `add port ${port} to ${bridge}`;
+    await this.ip.run(["link", "set", "dev", port, "master", bridge], op);
+    await this.ip.run(["link", "set", "dev", port, "up"], op);
+  }
+
+  async removePort(port: string): Promise<void> {
+    await this.ip.run(["link", "set", "dev", port, "nomaster"], `remove port ${port}`);
+  }
+
+  async createVlan(parent: string, id: number): Promise<string> {
+    if (!Number.isInteger(id) || id < 1 || id > 4094)
+      throw new BridgeError("invalid", `VLAN id ${id} is not in 1..4094`, "create VLAN");
+    const name = `${parent}.${id}`;
+    await this.ip.run(
+      ["link", "add", "link", parent, "name", name, "type", "vlan", "id", String(id)],
+      `create VLAN ${name}`,
+    );
+    return name;
+  }
+
+  async deleteLink(name: string): Promise<void> {
+    await this.ip.run(["link", "del", "dev", name], `delete ${name}`);
+  }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    // One monitor per host, coalescing bursts (a bridge create is several netlink messages).
+    this.monitor ??= this.ip.monitor(() => {
+      this.pending ??= setTimeout(() => {
+        this.pending = undefined;
+        for (const l of this.listeners) l();
+      }, 100);
+    });
+    return () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0) this.stopMonitor();
+    };
+  }
+
+  private stopMonitor(): void {
+    this.monitor?.kill();
+    this.monitor = undefined;
+    clearTimeout(this.pending);
+    this.pending = undefined;
+  }
+
+  close(): void {
+    this.listeners.clear();
+    this.stopMonitor();
+  }
+}
+
+function bridgeArgs(s: BridgeSettings): string[] {
+  return [
+    ...(s.stp === undefined ? [] : ["stp_state", onOff(s.stp)]),
+    ...(s.vlanFiltering === undefined ? [] : ["vlan_filtering", onOff(s.vlanFiltering)]),
+  ];
+}

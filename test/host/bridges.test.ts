@@ -1,0 +1,101 @@
+import { randomBytes } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BridgeError, LinuxBridges } from "../../src/host/bridge/bridges.js";
+import { run, waitFor } from "../env/proc.js";
+
+// A namespace of this test's own: nothing it does can reach another namespace.
+const netns = `kt-br-${randomBytes(3).toString("hex")}`;
+const ip = (...args: string[]) => run("ip", ["-n", netns, ...args]);
+
+async function expectBridgeError(promise: Promise<unknown>, kind: BridgeError["kind"]): Promise<BridgeError> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(BridgeError);
+  expect((err as BridgeError).kind).toBe(kind);
+  return err as BridgeError;
+}
+
+describe("Linux bridges through iproute2 JSON, in a test network namespace", () => {
+  const host = new LinuxBridges(netns);
+  const changes: number[] = [];
+  let unsubscribe = () => {};
+
+  beforeAll(async () => {
+    await run("ip", ["netns", "add", netns]);
+    // veth pairs stand in for physical ports (eth1, bond0): this kernel has no dummy or bond.
+    for (const port of ["eth1", "eth2"]) await ip("link", "add", port, "type", "veth", "peer", "name", `${port}-peer`);
+    unsubscribe = host.onChange(() => changes.push(Date.now()));
+  });
+
+  afterAll(async () => {
+    unsubscribe();
+    host.close();
+    await run("ip", ["netns", "delete", netns]);
+  });
+
+  it("creates a bridge with STP and reads it back", async () => {
+    await host.createBridge("br0", { stp: true });
+    expect(await host.bridge("br0")).toEqual({
+      name: "br0",
+      mtu: 1500,
+      up: true,
+      stp: true,
+      vlanFiltering: false,
+      ports: [],
+    });
+    await expectBridgeError(host.createBridge("br0", {}), "exists");
+    expect(await host.bridge("br0")).not.toBeNull(); // a refused create never removes what was there
+  });
+
+  it("enslaves ports, and takes a jumbo MTU once its ports have it", async () => {
+    for (const port of ["eth1", "eth2"]) {
+      await ip("link", "set", "dev", port, "mtu", "9000");
+      await host.addPort("br0", port);
+    }
+    await host.updateBridge("br0", { mtu: 9000 });
+    const br = await host.bridge("br0");
+    expect(br?.ports.sort()).toEqual(["eth1", "eth2"]);
+    expect(br?.mtu).toBe(9000);
+    const eth1 = (await host.links()).find((l) => l.name === "eth1");
+    expect(eth1).toMatchObject({ kind: "veth", master: "br0", up: true, mtu: 9000 });
+  });
+
+  it("changes settings in place, without re-creating the bridge", async () => {
+    const index = async () =>
+      (JSON.parse((await ip("-j", "link", "show", "dev", "br0")).stdout) as { ifindex: number }[])[0]?.ifindex;
+    const before = await index();
+    await host.updateBridge("br0", { stp: false });
+    expect((await host.bridge("br0"))?.stp).toBe(false);
+    expect(await index()).toBe(before);
+    expect((await host.bridge("br0"))?.ports).toHaveLength(2);
+  });
+
+  it("removes a port and deletes a bridge", async () => {
+    await host.removePort("eth2");
+    expect((await host.bridge("br0"))?.ports).toEqual(["eth1"]);
+    await host.deleteLink("br0");
+    expect(await host.bridge("br0")).toBeNull();
+    expect((await host.links()).find((l) => l.name === "eth1")?.master).toBeUndefined();
+    await expectBridgeError(host.deleteLink("br0"), "not-found");
+  });
+
+  it("turns the kernel's refusals into typed errors and leaves nothing half-made", async () => {
+    // This kernel cannot filter VLANs on a bridge nor create 802.1Q links (HOST-FACTS).
+    const filtering = await expectBridgeError(host.createBridge("br100", { vlanFiltering: true }), "unsupported");
+    expect(filtering.message).toMatch(/create bridge br100/);
+    expect(await host.bridge("br100")).toBeNull();
+    await expectBridgeError(host.createVlan("eth1", 100), "unsupported");
+    await expectBridgeError(host.createVlan("eth1", 4095), "invalid");
+    await expectBridgeError(host.addPort("br-missing", "eth1"), "not-found");
+  });
+
+  it("notifies link changes", async () => {
+    const before = changes.length;
+    await ip("link", "add", "eth3", "type", "veth", "peer", "name", "eth3-peer");
+    await waitFor("a change notification", async () => (changes.length > before ? true : undefined), {
+      timeoutMs: 5_000,
+    });
+  });
+});
