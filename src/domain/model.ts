@@ -1,0 +1,59 @@
+/**
+ * The parts of a libvirt domain the operator manages, as plain data. The desired model is built
+ * from a VirtualMachine; the observed one is read from libvirt's XML. Everything libvirt fills in
+ * by itself (PCI addresses, its own aliases, controllers, default input devices, security labels)
+ * is simply not part of the model, so it can never read as drift.
+ */
+export interface DomainModel {
+  name: string;
+  uuid: string;
+  /** "kvm" on real Kaktus nodes, "qemu" (TCG) where there is no /dev/kvm. */
+  type: "kvm" | "qemu";
+  memoryKiB: bigint;
+  vcpus: number;
+  cpu: { mode: "host-passthrough" | "host-model" | "custom"; model?: string };
+  firmware: "bios" | "efi";
+  secureBoot: boolean;
+  disks: DiskModel[];
+  interfaces: InterfaceModel[];
+  graphics: "spice" | "vnc" | "none";
+  /** The object this domain belongs to (from <metadata>); absent on domains the operator did not make. */
+  owner?: DomainOwner;
+}
+
+export interface DomainOwner {
+  namespace: string;
+  name: string;
+  uid: string;
+}
+
+export interface DiskModel {
+  /** The spec's disk name ("os"); the cloud-init cdrom is "cloudinit". */
+  name: string;
+  /** Guest device name (vda, sda, …). */
+  target: string;
+  bus: "virtio" | "scsi" | "sata";
+  source: { kind: "rbd"; pool: string; image: string } | { kind: "file"; path: string };
+  device: "disk" | "cdrom";
+  bootOrder?: number;
+  readOnly: boolean;
+}
+
+export interface InterfaceModel {
+  /** The spec's interface name ("public"). */
+  name: string;
+  mac: string;
+  bridge: string;
+  model: "virtio" | "e1000";
+}
+
+/** Host facts the XML depends on: how QEMU reaches Ceph and which virtualization the node has. */
+export interface NodeFacts {
+  domainType: "kvm" | "qemu";
+  ceph: { monitors: { host: string; port: number }[]; user: string; secretUuid: string };
+}
+
+/** User-visible aliases ("ua-" prefix) tie libvirt devices back to names in the spec. */
+export const diskAlias = (name: string) => `ua-disk-${name}`;
+export const nicAlias = (name: string) => `ua-nic-${name}`;
+export const cloudInitDiskName = "cloudinit";

@@ -1,0 +1,258 @@
+import { XMLBuilder, XMLParser } from "fast-xml-parser";
+import {
+  cloudInitDiskName,
+  diskAlias,
+  nicAlias,
+  type DiskModel,
+  type DomainModel,
+  type InterfaceModel,
+  type NodeFacts,
+} from "./model.js";
+
+/**
+ * Domain XML in the Kaktus agent's layout, built and read with a real XML library: every string
+ * is escaped by the builder, and a string XML 1.0 cannot carry at all is refused, never dropped.
+ */
+export class DomainXmlError extends Error {
+  override name = "DomainXmlError";
+}
+
+const kaktusNs = "https://kaktus.kowabunga.cloud/domain/v1";
+/** Hot-plug capacity on q35: each attached disk or NIC needs a free PCIe root port. */
+const spareRootPorts = 8;
+
+// XML 1.0 Char production: everything else (most C0 controls, lone surrogates, U+FFFE/F) is unrepresentable.
+const xmlChar = /^[\t\n\r\u0020-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]*$/u;
+function text(value: string, field: string): string {
+  if (!xmlChar.test(value)) throw new DomainXmlError(`${field} contains characters XML cannot carry`);
+  return value;
+}
+
+const builder = new XMLBuilder({
+  ignoreAttributes: false,
+  attributeNamePrefix: "@_",
+  format: true,
+  suppressEmptyNode: true,
+});
+
+type Node = Record<string, unknown>;
+
+function diskNode(d: DiskModel, facts: NodeFacts): Node {
+  const source =
+    d.source.kind === "rbd"
+      ? {
+          "@_protocol": "rbd",
+          "@_name": text(`${d.source.pool}/${d.source.image}`, `disk ${d.name} source`),
+          host: facts.ceph.monitors.map((m) => ({ "@_name": text(m.host, "ceph monitor"), "@_port": String(m.port) })),
+        }
+      : { "@_file": text(d.source.path, `disk ${d.name} file`) };
+  return {
+    "@_type": d.source.kind === "rbd" ? "network" : "file",
+    "@_device": d.device,
+    driver: {
+      "@_name": "qemu",
+      "@_type": "raw",
+      ...(d.source.kind === "rbd" ? { "@_cache": "none", "@_discard": "unmap" } : {}),
+    },
+    ...(d.source.kind === "rbd"
+      ? {
+          auth: {
+            "@_username": text(facts.ceph.user, "ceph user"),
+            secret: { "@_type": "ceph", "@_uuid": facts.ceph.secretUuid },
+          },
+        }
+      : {}),
+    source,
+    target: { "@_dev": d.target, "@_bus": d.bus },
+    ...(d.bootOrder !== undefined ? { boot: { "@_order": String(d.bootOrder) } } : {}),
+    ...(d.readOnly ? { readonly: "" } : {}),
+    alias: { "@_name": text(diskAlias(d.name), `disk ${d.name} name`) },
+  };
+}
+
+function interfaceNode(i: InterfaceModel): Node {
+  return {
+    "@_type": "bridge",
+    mac: { "@_address": text(i.mac, `interface ${i.name} mac`) },
+    source: { "@_bridge": text(i.bridge, `interface ${i.name} bridge`) },
+    model: { "@_type": i.model },
+    alias: { "@_name": text(nicAlias(i.name), `interface ${i.name} name`) },
+  };
+}
+
+/** The device XML of one disk or NIC, for attach/detach on a running domain. */
+export const renderDiskXml = (d: DiskModel, facts: NodeFacts) => builder.build({ disk: diskNode(d, facts) }) as string;
+export const renderInterfaceXml = (i: InterfaceModel) => builder.build({ interface: interfaceNode(i) }) as string;
+
+export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
+  const cpu =
+    m.cpu.mode === "custom"
+      ? {
+          "@_mode": "custom",
+          "@_match": "exact",
+          model: { "@_fallback": "allow", "#text": text(m.cpu.model ?? "", "cpu model") },
+        }
+      : { "@_mode": m.cpu.mode };
+  const graphics =
+    m.graphics === "none"
+      ? {}
+      : {
+          graphics: {
+            "@_type": m.graphics,
+            "@_autoport": "yes",
+            listen: { "@_type": "address", "@_address": "127.0.0.1" },
+          },
+          video: { model: { "@_type": "virtio" } },
+        };
+  const domain = {
+    "@_type": m.type,
+    name: text(m.name, "name"),
+    uuid: m.uuid,
+    ...(m.owner
+      ? {
+          metadata: {
+            "kaktus:owner": {
+              "@_xmlns:kaktus": kaktusNs,
+              "@_namespace": text(m.owner.namespace, "namespace"),
+              "@_name": text(m.owner.name, "name"),
+              "@_uid": text(m.owner.uid, "uid"),
+            },
+          },
+        }
+      : {}),
+    memory: { "@_unit": "KiB", "#text": String(m.memoryKiB) },
+    currentMemory: { "@_unit": "KiB", "#text": String(m.memoryKiB) },
+    vcpu: { "@_placement": "static", "#text": String(m.vcpus) },
+    os: {
+      ...(m.firmware === "efi" ? { "@_firmware": "efi" } : {}),
+      type: { "@_arch": "x86_64", "@_machine": "q35", "#text": "hvm" },
+      ...(m.firmware === "efi" && m.secureBoot ? { loader: { "@_secure": "yes" } } : {}),
+    },
+    features: { acpi: "", apic: "", ...(m.secureBoot ? { smm: { "@_state": "on" } } : {}) },
+    cpu,
+    clock: { "@_offset": "utc" },
+    on_poweroff: "destroy",
+    on_reboot: "restart",
+    on_crash: "destroy",
+    devices: {
+      disk: m.disks.map((d) => diskNode(d, facts)),
+      ...(m.disks.some((d) => d.bus === "scsi")
+        ? { controller: [{ "@_type": "scsi", "@_model": "virtio-scsi" }] }
+        : {}),
+      interface: m.interfaces.map(interfaceNode),
+      serial: { "@_type": "pty", target: { "@_port": "0" } },
+      console: { "@_type": "pty", target: { "@_type": "virtio", "@_port": "1" } },
+      channel: { "@_type": "unix", target: { "@_type": "virtio", "@_name": "org.qemu.guest_agent.0" } },
+      ...graphics,
+      memballoon: { "@_model": "virtio" },
+      rng: { "@_model": "virtio", backend: { "@_model": "random", "#text": "/dev/urandom" } },
+    },
+  };
+  const xml = builder.build({ domain }) as string;
+  // Spare root ports go last among controllers; libvirt numbers them.
+  return xml.replace(
+    "</devices>",
+    `${'  <controller type="pci" model="pcie-root-port"/>\n'.repeat(spareRootPorts)}  </devices>`,
+  );
+}
+
+const parser = new XMLParser({
+  ignoreAttributes: false,
+  attributeNamePrefix: "@_",
+  parseTagValue: false,
+  parseAttributeValue: false,
+  isArray: (name, path) =>
+    ["domain.devices.disk", "domain.devices.interface", "domain.devices.disk.source.host"].includes(String(path)) ||
+    name === "controller",
+});
+
+const attr = (node: unknown, name: string): string | undefined =>
+  (node as Node | undefined)?.[`@_${name}`] as string | undefined;
+const textOf = (node: unknown): string =>
+  typeof node === "object" && node !== null ? String((node as Node)["#text"] ?? "") : String(node ?? "");
+
+const kib: Record<string, bigint> = {
+  b: 1n,
+  bytes: 1n,
+  KiB: 1024n,
+  k: 1024n,
+  MiB: 1n << 20n,
+  M: 1n << 20n,
+  GiB: 1n << 30n,
+  G: 1n << 30n,
+  TiB: 1n << 40n,
+  T: 1n << 40n,
+};
+function memoryKiB(node: unknown): bigint {
+  const unit = attr(node, "unit") ?? "KiB";
+  const factor = kib[unit];
+  if (factor === undefined) throw new DomainXmlError(`memory unit ${unit} is not supported`);
+  return (BigInt(textOf(node)) * factor) / 1024n;
+}
+
+/** Reads the managed parts of a domain from libvirt's XML (live or inactive). */
+export function parseDomainXml(xml: string): DomainModel {
+  const doc = parser.parse(xml) as { domain?: Node };
+  const d = doc.domain;
+  if (!d) throw new DomainXmlError("not a domain XML document");
+  const devices = (d.devices ?? {}) as Node;
+  const os = (d.os ?? {}) as Node;
+  const cpuNode = d.cpu as Node | undefined;
+  const cpuMode = (attr(cpuNode, "mode") ?? "custom") as DomainModel["cpu"]["mode"];
+  const ownerNode = ((d.metadata as Node | undefined)?.["kaktus:owner"] ?? undefined) as Node | undefined;
+  const graphicsType = attr(devices.graphics, "type");
+  const disks = ((devices.disk as Node[] | undefined) ?? []).flatMap((disk): DiskModel[] => {
+    const alias = attr(disk.alias, "name") ?? "";
+    const source = disk.source as Node | undefined;
+    const target = disk.target as Node | undefined;
+    const rbdName = attr(source, "protocol") === "rbd" ? attr(source, "name") : undefined;
+    const [pool = "", image = ""] = rbdName
+      ? [rbdName.slice(0, rbdName.indexOf("/")), rbdName.slice(rbdName.indexOf("/") + 1)]
+      : [];
+    return [
+      {
+        name: alias.startsWith("ua-disk-") ? alias.slice("ua-disk-".length) : (attr(target, "dev") ?? ""),
+        target: attr(target, "dev") ?? "",
+        bus: (attr(target, "bus") ?? "virtio") as DiskModel["bus"],
+        source: rbdName ? { kind: "rbd", pool, image } : { kind: "file", path: attr(source, "file") ?? "" },
+        device: (attr(disk, "device") ?? "disk") as DiskModel["device"],
+        ...(attr(disk.boot, "order") !== undefined ? { bootOrder: Number(attr(disk.boot, "order")) } : {}),
+        readOnly: disk.readonly !== undefined,
+      },
+    ];
+  });
+  const interfaces = ((devices.interface as Node[] | undefined) ?? []).map((nic): InterfaceModel => {
+    const alias = attr(nic.alias, "name") ?? "";
+    return {
+      name: alias.startsWith("ua-nic-") ? alias.slice("ua-nic-".length) : (attr(nic.mac, "address") ?? ""),
+      mac: (attr(nic.mac, "address") ?? "").toLowerCase(),
+      bridge: attr(nic.source, "bridge") ?? "",
+      model: (attr(nic.model, "type") ?? "virtio") as InterfaceModel["model"],
+    };
+  });
+  return {
+    name: textOf(d.name),
+    uuid: textOf(d.uuid),
+    type: (attr(d, "type") ?? "qemu") as DomainModel["type"],
+    memoryKiB: memoryKiB(d.memory),
+    vcpus: Number(textOf(d.vcpu)),
+    cpu:
+      cpuMode === "custom"
+        ? { mode: "custom", model: textOf((cpuNode as Node | undefined)?.model) }
+        : { mode: cpuMode },
+    firmware: attr(os, "firmware") === "efi" || os.loader !== undefined ? "efi" : "bios",
+    secureBoot: attr(os.loader, "secure") === "yes",
+    disks,
+    interfaces,
+    graphics: graphicsType === "spice" || graphicsType === "vnc" ? graphicsType : "none",
+    ...(ownerNode
+      ? {
+          owner: {
+            namespace: attr(ownerNode, "namespace") ?? "",
+            name: attr(ownerNode, "name") ?? "",
+            uid: attr(ownerNode, "uid") ?? "",
+          },
+        }
+      : {}),
+  };
+}
