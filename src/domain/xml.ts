@@ -1,6 +1,5 @@
 import { XMLBuilder, XMLParser } from "fast-xml-parser";
 import {
-  cloudInitDiskName,
   diskAlias,
   nicAlias,
   type DiskModel,
@@ -27,6 +26,11 @@ function text(value: string, field: string): string {
   if (!xmlChar.test(value)) throw new DomainXmlError(`${field} contains characters XML cannot carry`);
   return value;
 }
+/** Attribute values: XML parsers (libvirt's libxml2 too) turn tabs and newlines into spaces there. */
+function attrText(value: string, field: string): string {
+  if (/[\t\n\r]/.test(text(value, field))) throw new DomainXmlError(`${field} must be on one line`);
+  return value;
+}
 
 const builder = new XMLBuilder({
   ignoreAttributes: false,
@@ -37,15 +41,27 @@ const builder = new XMLBuilder({
 
 type Node = Record<string, unknown>;
 
+/** An RBD pool or image name: "/" and "@" would change what QEMU opens (pool/image@snapshot). */
+function rbdPart(value: string, field: string): string {
+  if (!value || /[/@:]/.test(value)) throw new DomainXmlError(`${field} "${value}" is not a valid RBD name`);
+  return value;
+}
+
 function diskNode(d: DiskModel, facts: NodeFacts): Node {
   const source =
     d.source.kind === "rbd"
       ? {
           "@_protocol": "rbd",
-          "@_name": text(`${d.source.pool}/${d.source.image}`, `disk ${d.name} source`),
-          host: facts.ceph.monitors.map((m) => ({ "@_name": text(m.host, "ceph monitor"), "@_port": String(m.port) })),
+          "@_name": attrText(
+            `${rbdPart(d.source.pool, `disk ${d.name} pool`)}/${rbdPart(d.source.image, `disk ${d.name} image`)}`,
+            `disk ${d.name} source`,
+          ),
+          host: facts.ceph.monitors.map((m) => ({
+            "@_name": attrText(m.host, "ceph monitor"),
+            "@_port": String(m.port),
+          })),
         }
-      : { "@_file": text(d.source.path, `disk ${d.name} file`) };
+      : { "@_file": attrText(d.source.path, `disk ${d.name} file`) };
   return {
     "@_type": d.source.kind === "rbd" ? "network" : "file",
     "@_device": d.device,
@@ -57,7 +73,7 @@ function diskNode(d: DiskModel, facts: NodeFacts): Node {
     ...(d.source.kind === "rbd"
       ? {
           auth: {
-            "@_username": text(facts.ceph.user, "ceph user"),
+            "@_username": attrText(facts.ceph.user, "ceph user"),
             secret: { "@_type": "ceph", "@_uuid": facts.ceph.secretUuid },
           },
         }
@@ -66,17 +82,17 @@ function diskNode(d: DiskModel, facts: NodeFacts): Node {
     target: { "@_dev": d.target, "@_bus": d.bus },
     ...(d.bootOrder !== undefined ? { boot: { "@_order": String(d.bootOrder) } } : {}),
     ...(d.readOnly ? { readonly: "" } : {}),
-    alias: { "@_name": text(diskAlias(d.name), `disk ${d.name} name`) },
+    alias: { "@_name": attrText(diskAlias(d.name), `disk ${d.name} name`) },
   };
 }
 
 function interfaceNode(i: InterfaceModel): Node {
   return {
     "@_type": "bridge",
-    mac: { "@_address": text(i.mac, `interface ${i.name} mac`) },
-    source: { "@_bridge": text(i.bridge, `interface ${i.name} bridge`) },
+    mac: { "@_address": attrText(i.mac, `interface ${i.name} mac`) },
+    source: { "@_bridge": attrText(i.bridge, `interface ${i.name} bridge`) },
     model: { "@_type": i.model },
-    alias: { "@_name": text(nicAlias(i.name), `interface ${i.name} name`) },
+    alias: { "@_name": attrText(nicAlias(i.name), `interface ${i.name} name`) },
   };
 }
 
@@ -113,9 +129,9 @@ export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
           metadata: {
             "kaktus:owner": {
               "@_xmlns:kaktus": kaktusNs,
-              "@_namespace": text(m.owner.namespace, "namespace"),
-              "@_name": text(m.owner.name, "name"),
-              "@_uid": text(m.owner.uid, "uid"),
+              "@_namespace": attrText(m.owner.namespace, "namespace"),
+              "@_name": attrText(m.owner.name, "name"),
+              "@_uid": attrText(m.owner.uid, "uid"),
             },
           },
         }
@@ -161,6 +177,8 @@ const parser = new XMLParser({
   attributeNamePrefix: "@_",
   parseTagValue: false,
   parseAttributeValue: false,
+  // Names are data: keep them exactly, spaces included.
+  trimValues: false,
   isArray: (name, path) =>
     ["domain.devices.disk", "domain.devices.interface", "domain.devices.disk.source.host"].includes(String(path)) ||
     name === "controller",

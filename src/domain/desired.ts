@@ -1,0 +1,87 @@
+import type { VirtualMachine } from "../api/virtualmachine.js";
+import { toBytes } from "../api/quantity.js";
+import { cloudInitDiskName, type DiskModel, type DomainModel } from "./model.js";
+
+/** What a VirtualMachine's references resolved to, and what was generated once and kept in status. */
+export interface ResolvedVm {
+  /** Domain UUID, generated once. */
+  uuid: string;
+  /** MAC per interface name: from the spec, or generated once and kept in status. */
+  macs: Record<string, string>;
+  /** RBD image per volumeRef. */
+  volumes: Record<string, { pool: string; image: string }>;
+  /** Linux bridge name per bridgeRef. */
+  bridges: Record<string, string>;
+  /** Path of the NoCloud ISO on the node, when the VM has cloud-init. */
+  cloudInitIso?: string;
+  domainType: "kvm" | "qemu";
+}
+
+/** libvirt domain names are per node; "_" cannot occur in namespace or object names, so this never collides. */
+export const domainName = (namespace: string, name: string) => `${namespace}_${name}`;
+
+const targetPrefix: Record<DiskModel["bus"], string> = { virtio: "vd", scsi: "sd", sata: "sd" };
+/** vda, vdb, … vdz, vdaa: the kernel's own naming. */
+function targetName(prefix: string, index: number): string {
+  let suffix = "";
+  for (let i = index + 1; i > 0; i = Math.floor((i - 1) / 26))
+    suffix = String.fromCharCode(97 + ((i - 1) % 26)) + suffix;
+  return prefix + suffix;
+}
+
+/** The domain a VirtualMachine asks for. Pure: everything it needs is passed in. */
+export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
+  const s = vm.spec;
+  const used: Record<string, number> = {};
+  const nextTarget = (bus: DiskModel["bus"]) => {
+    const prefix = targetPrefix[bus];
+    const index = used[prefix] ?? 0;
+    used[prefix] = index + 1;
+    return targetName(prefix, index);
+  };
+  const disks: DiskModel[] = (s.disks ?? []).map((d) => {
+    const volume = r.volumes[d.volumeRef];
+    if (!volume) throw new Error(`volume ${d.volumeRef} is not resolved`);
+    const bus = d.bus ?? "virtio";
+    return {
+      name: d.name,
+      target: nextTarget(bus),
+      bus,
+      source: { kind: "rbd", ...volume },
+      device: "disk",
+      ...(d.bootOrder !== undefined ? { bootOrder: d.bootOrder } : {}),
+      readOnly: d.readOnly ?? false,
+    };
+  });
+  if (r.cloudInitIso) {
+    disks.push({
+      name: cloudInitDiskName,
+      target: nextTarget("sata"),
+      bus: "sata",
+      source: { kind: "file", path: r.cloudInitIso },
+      device: "cdrom",
+      readOnly: true,
+    });
+  }
+  const model = s.cpu?.model ?? "host-passthrough";
+  return {
+    name: domainName(vm.metadata.namespace ?? "default", vm.metadata.name),
+    uuid: r.uuid,
+    type: r.domainType,
+    memoryKiB: (toBytes(s.memory) + 1023n) / 1024n,
+    vcpus: s.cpu?.cores ?? 1,
+    cpu: model === "host-passthrough" || model === "host-model" ? { mode: model } : { mode: "custom", model },
+    firmware: s.firmware ?? "bios",
+    secureBoot: s.secureBoot ?? false,
+    disks,
+    interfaces: (s.interfaces ?? []).map((i) => {
+      const mac = i.mac ?? r.macs[i.name];
+      const bridge = r.bridges[i.bridgeRef];
+      if (!mac) throw new Error(`interface ${i.name} has no MAC yet`);
+      if (!bridge) throw new Error(`bridge ${i.bridgeRef} is not resolved`);
+      return { name: i.name, mac: mac.toLowerCase(), bridge, model: i.model ?? "virtio" };
+    }),
+    graphics: s.graphics ?? "spice",
+    owner: { namespace: vm.metadata.namespace ?? "default", name: vm.metadata.name, uid: vm.metadata.uid ?? "" },
+  };
+}
