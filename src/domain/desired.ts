@@ -29,6 +29,12 @@ function targetName(prefix: string, index: number): string {
   return prefix + suffix;
 }
 
+/** Under TCG (no /dev/kvm) there is no host CPU to pass through: QEMU's "max" CPU is the equivalent. */
+function cpuOf(model: string, type: ResolvedVm["domainType"]): DomainModel["cpu"] {
+  if (model === "host-passthrough" || model === "host-model") return { mode: type === "kvm" ? model : "maximum" };
+  return { mode: "custom", model };
+}
+
 /** The domain a VirtualMachine asks for. Pure: everything it needs is passed in. */
 export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
   const s = vm.spec;
@@ -70,7 +76,7 @@ export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
     type: r.domainType,
     memoryKiB: (toBytes(s.memory) + 1023n) / 1024n,
     vcpus: s.cpu?.cores ?? 1,
-    cpu: model === "host-passthrough" || model === "host-model" ? { mode: model } : { mode: "custom", model },
+    cpu: cpuOf(model, r.domainType),
     firmware: s.firmware ?? "bios",
     secureBoot: s.secureBoot ?? false,
     disks,

@@ -48,7 +48,7 @@ describe("desired domain of the example VM", () => {
       type: "qemu",
       memoryKiB: 4n * 1024n * 1024n,
       vcpus: 2,
-      cpu: { mode: "host-passthrough" },
+      cpu: { mode: "maximum" }, // TCG; host-passthrough on kvm nodes
       firmware: "efi",
       graphics: "spice",
       owner: { namespace: "acme", name: "web-1" },

@@ -11,7 +11,8 @@ export interface DomainModel {
   type: "kvm" | "qemu";
   memoryKiB: bigint;
   vcpus: number;
-  cpu: { mode: "host-passthrough" | "host-model" | "custom"; model?: string };
+  /** "maximum" is what TCG offers in place of host-passthrough (QEMU's "max" CPU). */
+  cpu: { mode: "host-passthrough" | "host-model" | "maximum" | "custom"; model?: string };
   firmware: "bios" | "efi";
   secureBoot: boolean;
   disks: DiskModel[];

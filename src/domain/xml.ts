@@ -1,12 +1,5 @@
 import { XMLBuilder, XMLParser } from "fast-xml-parser";
-import {
-  diskAlias,
-  nicAlias,
-  type DiskModel,
-  type DomainModel,
-  type InterfaceModel,
-  type NodeFacts,
-} from "./model.js";
+import { diskAlias, nicAlias, type DiskModel, type DomainModel, type InterfaceModel, type NodeFacts } from "./model.js";
 
 /**
  * Domain XML in the Kaktus agent's layout, built and read with a real XML library: every string
@@ -142,7 +135,13 @@ export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
     os: {
       ...(m.firmware === "efi" ? { "@_firmware": "efi" } : {}),
       type: { "@_arch": "x86_64", "@_machine": "q35", "#text": "hvm" },
-      ...(m.firmware === "efi" && m.secureBoot ? { loader: { "@_secure": "yes" } } : {}),
+      // Said either way: left open, libvirt picks the Secure Boot OVMF build by itself.
+      ...(m.firmware === "efi"
+        ? {
+            firmware: { feature: { "@_enabled": m.secureBoot ? "yes" : "no", "@_name": "secure-boot" } },
+            ...(m.secureBoot ? { loader: { "@_secure": "yes" } } : {}),
+          }
+        : {}),
     },
     features: { acpi: "", apic: "", ...(m.secureBoot ? { smm: { "@_state": "on" } } : {}) },
     cpu,
@@ -152,9 +151,12 @@ export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
     on_crash: "destroy",
     devices: {
       disk: m.disks.map((d) => diskNode(d, facts)),
-      ...(m.disks.some((d) => d.bus === "scsi")
-        ? { controller: [{ "@_type": "scsi", "@_model": "virtio-scsi" }] }
-        : {}),
+      controller: [
+        ...(m.disks.some((d) => d.bus === "scsi") ? [{ "@_type": "scsi", "@_model": "virtio-scsi" }] : []),
+        { "@_type": "pci", "@_index": "0", "@_model": "pcie-root" },
+        // Hot-plug capacity on q35: each attached disk or NIC needs a free root port; libvirt numbers them.
+        ...Array.from({ length: spareRootPorts }, () => ({ "@_type": "pci", "@_model": "pcie-root-port" })),
+      ],
       interface: m.interfaces.map(interfaceNode),
       serial: { "@_type": "pty", target: { "@_port": "0" } },
       console: { "@_type": "pty", target: { "@_type": "virtio", "@_port": "1" } },
@@ -164,12 +166,7 @@ export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
       rng: { "@_model": "virtio", backend: { "@_model": "random", "#text": "/dev/urandom" } },
     },
   };
-  const xml = builder.build({ domain }) as string;
-  // Spare root ports go last among controllers; libvirt numbers them.
-  return xml.replace(
-    "</devices>",
-    `${'  <controller type="pci" model="pcie-root-port"/>\n'.repeat(spareRootPorts)}  </devices>`,
-  );
+  return builder.build({ domain }) as string;
 }
 
 const parser = new XMLParser({
@@ -206,6 +203,15 @@ function memoryKiB(node: unknown): bigint {
   const factor = kib[unit];
   if (factor === undefined) throw new DomainXmlError(`memory unit ${unit} is not supported`);
   return (BigInt(textOf(node)) * factor) / 1024n;
+}
+
+/** From the firmware feature we set (inactive XML) or the loader libvirt chose (live XML). */
+function secureBoot(os: Node): boolean {
+  const feature = (os.firmware as Node | undefined)?.feature;
+  const features = (Array.isArray(feature) ? feature : [feature]) as Node[];
+  const requested = features.find((f) => attr(f, "name") === "secure-boot");
+  if (requested) return attr(requested, "enabled") === "yes";
+  return attr(os.loader, "secure") === "yes";
 }
 
 /** Reads the managed parts of a domain from libvirt's XML (live or inactive). */
@@ -259,7 +265,7 @@ export function parseDomainXml(xml: string): DomainModel {
         ? { mode: "custom", model: textOf((cpuNode as Node | undefined)?.model) }
         : { mode: cpuMode },
     firmware: attr(os, "firmware") === "efi" || os.loader !== undefined ? "efi" : "bios",
-    secureBoot: attr(os.loader, "secure") === "yes",
+    secureBoot: secureBoot(os),
     disks,
     interfaces,
     graphics: graphicsType === "spice" || graphicsType === "vnc" ? graphicsType : "none",
