@@ -1,13 +1,21 @@
 import { performance } from "node:perf_hooks";
-import { components } from "../test/env/lab.js";
+import { components, up } from "../test/env/lab.js";
+import { hostBenchmark } from "./host.js";
 
 /**
  * Benchmarks print one JSON document on stdout; progress goes to stderr. Usage:
  *   npm run bench -- [SUITE...]     (default: every suite)
+ * The lab components a suite needs are started if they are not running (and left running).
  */
 type Suite = () => Promise<Record<string, unknown>>;
 
 const suites: Record<string, Suite> = {
+  /** libvirt and RBD adapter throughput, with event-loop delay during each run. */
+  async host() {
+    await up(["ceph", "libvirtd-kaktus-a"]);
+    return hostBenchmark();
+  },
+
   /** How long each lab component takes to start warm (state kept) and to stop. */
   async lab() {
     const figures: Record<string, { startSeconds: number; stopSeconds: number }> = {};

@@ -47,6 +47,10 @@ export function serve(ops: Ops): void {
   });
 }
 
+/** A worker module beside the caller's: .ts when running from source, .js once built. */
+export const siblingModule = (name: string, callerUrl: string): URL =>
+  new URL(`./${name}${callerUrl.endsWith(".ts") ? ".ts" : ".js"}`, callerUrl);
+
 /** Starts a worker from a module next to the caller: .ts under tsx/vitest, .js once built. */
 export function startWorker(url: URL, workerData: unknown, transferList: Transferable[] = []): Worker {
   if (!url.pathname.endsWith(".ts")) return new Worker(url, { workerData, transferList });

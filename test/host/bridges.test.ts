@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { expectKind } from "../support/errors.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BridgeError, LinuxBridges } from "../../src/host/bridge/bridges.js";
 import { run, waitFor } from "../env/proc.js";
@@ -7,15 +8,8 @@ import { run, waitFor } from "../env/proc.js";
 const netns = `kt-br-${randomBytes(3).toString("hex")}`;
 const ip = (...args: string[]) => run("ip", ["-n", netns, ...args]);
 
-async function expectBridgeError(promise: Promise<unknown>, kind: BridgeError["kind"]): Promise<BridgeError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BridgeError);
-  expect((err as BridgeError).kind).toBe(kind);
-  return err as BridgeError;
-}
+const expectBridgeError = (promise: Promise<unknown>, kind: BridgeError["kind"]) =>
+  expectKind(promise, BridgeError, kind);
 
 describe("Linux bridges through iproute2 JSON, in a test network namespace", () => {
   const host = new LinuxBridges(netns);

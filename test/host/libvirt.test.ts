@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import { expectKind } from "../support/errors.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LibvirtClient } from "../../src/host/libvirt/client.js";
 import { LibvirtError } from "../../src/host/libvirt/errors.js";
@@ -24,15 +25,8 @@ const domainXml = (domainName: string, extra = "") => `<domain type='qemu'>
 const nicXml = (mac: string) =>
   `<interface type='bridge'><mac address='${mac}'/><source bridge='${bridge}'/><model type='virtio'/></interface>`;
 
-async function expectLibvirtError(promise: Promise<unknown>, kind: LibvirtError["kind"]): Promise<LibvirtError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(LibvirtError);
-  expect((err as LibvirtError).kind).toBe(kind);
-  return err as LibvirtError;
-}
+const expectLibvirtError = (promise: Promise<unknown>, kind: LibvirtError["kind"]) =>
+  expectKind(promise, LibvirtError, kind);
 
 describe("libvirt client (koffi in worker threads) against the lab's libvirtd + QEMU", () => {
   const client = new LibvirtClient(node.libvirtUri);

@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { expectKind } from "../support/errors.js";
 import { afterAll, describe, expect, it } from "vitest";
 import { RbdClient } from "../../src/host/rbd/client.js";
 import { RbdError } from "../../src/host/rbd/errors.js";
@@ -10,15 +11,7 @@ const id = randomBytes(3).toString("hex");
 const img = (suffix: string) => `test-${id}-${suffix}`;
 const MiB = 1n << 20n;
 
-async function expectRbdError(promise: Promise<unknown>, kind: RbdError["kind"]): Promise<RbdError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(RbdError);
-  expect((err as RbdError).kind).toBe(kind);
-  return err as RbdError;
-}
+const expectRbdError = (promise: Promise<unknown>, kind: RbdError["kind"]) => expectKind(promise, RbdError, kind);
 
 describe("RBD client (librados/librbd through koffi in worker threads) against the lab's Ceph", () => {
   const store = new RbdClient({ confPath: cephConfPath, user: "admin" });

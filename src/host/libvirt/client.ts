@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { MessageChannel, type Worker } from "node:worker_threads";
-import { reviveError, startWorker, WorkerPool } from "../worker-pool.js";
+import { reviveError, siblingModule, startWorker, WorkerPool } from "../worker-pool.js";
 import { LibvirtError, type LibvirtErrorKind } from "./errors.js";
 import type { EventMessage } from "./events-worker.js";
 import type { DomainInfo, LibvirtEvent } from "./types.js";
@@ -50,7 +50,7 @@ export class LibvirtClient implements Hypervisor {
     readonly uri: string,
     { workers = 2 }: { workers?: number } = {},
   ) {
-    this.pool = new WorkerPool<LibvirtOps>(new URL(`./worker${ext}`, import.meta.url), { uri }, workers, toError);
+    this.pool = new WorkerPool<LibvirtOps>(siblingModule("worker", import.meta.url), { uri }, workers, toError);
   }
 
   capabilities = () => this.pool.call("capabilities");
@@ -121,8 +121,6 @@ export const ignoreKinds =
     if (!(err instanceof LibvirtError && kinds.includes(err.kind))) throw err;
   };
 
-const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
-
 /** The process-wide event loop thread, started on the first subscription, stopped after the last. */
 const eventLoop = {
   worker: undefined as Worker | undefined,
@@ -132,7 +130,7 @@ const eventLoop = {
   subscribe(uri: string, listener: (e: LibvirtEvent) => void): () => void {
     if (!this.worker) {
       const { port1, port2 } = new MessageChannel();
-      this.worker = startWorker(new URL(`./events-worker${ext}`, import.meta.url), { port: port2 }, [port2]);
+      this.worker = startWorker(siblingModule("events-worker", import.meta.url), { port: port2 }, [port2]);
       this.worker.unref();
       port1.on("message", ({ uri: u, event }: EventMessage) => {
         for (const l of this.byUri.get(u) ?? []) l(event);

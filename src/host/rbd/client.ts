@@ -1,4 +1,4 @@
-import { reviveError, WorkerPool } from "../worker-pool.js";
+import { reviveError, siblingModule, WorkerPool } from "../worker-pool.js";
 import { RbdError } from "./errors.js";
 import type { ImageStatus, RbdConfig } from "./types.js";
 import type { RbdOps } from "./worker.js";
@@ -25,14 +25,12 @@ export interface BlockStore {
 
 const toError = reviveError(RbdError);
 
-const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
-
 /** librados/librbd through worker threads; blocking calls never touch the event loop. */
 export class RbdClient implements BlockStore {
   private readonly pool: WorkerPool<RbdOps>;
 
   constructor(config: RbdConfig, { workers = 2 }: { workers?: number } = {}) {
-    this.pool = new WorkerPool<RbdOps>(new URL(`./worker${ext}`, import.meta.url), config, workers, toError);
+    this.pool = new WorkerPool<RbdOps>(siblingModule("worker", import.meta.url), config, workers, toError);
   }
 
   list = (pool: string) => this.pool.call("list", pool);
