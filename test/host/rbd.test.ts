@@ -1,10 +1,11 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { expectKind } from "../support/errors.js";
 import { afterAll, describe, expect, it } from "vitest";
 import { RbdClient } from "../../src/host/rbd/client.js";
 import { RbdError } from "../../src/host/rbd/errors.js";
-import { cephConfPath, rbd } from "../env/lab.js";
+import { cephConfPath, cephLibvirtKeyringPath, rbd } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
 
 const id = randomBytes(3).toString("hex");
@@ -65,6 +66,27 @@ describe("RBD client (librados/librbd through koffi in worker threads) against t
     expect((await store.status("rbd", img("clone")))?.parent).toBeNull();
     await store.copy({ pool: "rbd", name: img("clone") }, "rbd", img("copy"));
     expect((await store.status("rbd", img("copy")))?.size).toBe(128n * MiB);
+  });
+
+  it("removes and unprotects snapshots one by one", async () => {
+    await store.createSnapshot("rbd", img("copy"), "s1");
+    await store.protectSnapshot("rbd", img("copy"), "s1");
+    await expectRbdError(store.removeSnapshot("rbd", img("copy"), "s1"), "busy"); // protected
+    await store.unprotectSnapshot("rbd", img("copy"), "s1");
+    await store.removeSnapshot("rbd", img("copy"), "s1");
+    expect((await store.status("rbd", img("copy")))?.snapshots).toEqual([]);
+  });
+
+  it("connects with a cephx key instead of a keyring file (a key from a Secret), with only that user's caps", async () => {
+    const key = /key = (\S+)/.exec(readFileSync(cephLibvirtKeyringPath, "utf8"))![1]!;
+    const libvirtUser = new RbdClient({ confPath: cephConfPath, user: "libvirt", key }, { workers: 1 });
+    try {
+      expect(await libvirtUser.list("rbd")).toContain(img("copy"));
+      // client.libvirt may only read templates: creating there is denied.
+      await expectRbdError(libvirtUser.create("templates", img("denied"), MiB), "denied");
+    } finally {
+      await libvirtUser.close();
+    }
   });
 
   it("refuses to remove an image that a client has open, then removes it with its snapshots", async () => {
