@@ -1,13 +1,12 @@
 import { Type, type Static } from "@sinclair/typebox";
 import {
-  apiVersion,
   commonStatus,
   IfName,
   ifnamePattern,
   immutable,
   StringEnum,
   validations,
-  type ObjectMeta,
+  type KaktusObject,
 } from "./schema.js";
 
 /** A Bridge is a Linux bridge on every node its selector matches, reconciled by each such node's agent. */
@@ -136,13 +135,7 @@ export const bridgeRootValidations = validations({
 export type BridgeSpec = Static<typeof BridgeSpec>;
 export type BridgeStatus = Static<typeof BridgeStatus>;
 export type BridgeNodeStatus = Static<typeof BridgeNodeStatus>;
-export interface Bridge {
-  apiVersion: typeof apiVersion;
-  kind: "Bridge";
-  metadata: ObjectMeta;
-  spec: BridgeSpec;
-  status?: BridgeStatus;
-}
+export type Bridge = KaktusObject<"Bridge", BridgeSpec, BridgeStatus>;
 
 /** The Linux name of the bridge on the hosts. */
 export const bridgeIfName = (b: Pick<Bridge, "metadata" | "spec">): string => b.spec.bridgeName ?? b.metadata.name;

@@ -115,3 +115,12 @@ export interface ObjectMeta {
   deletionTimestamp?: string;
   creationTimestamp?: string;
 }
+
+/** An object of one of the operator's kinds, as the API server stores it. */
+export interface KaktusObject<Kind extends string, Spec, Status> {
+  apiVersion: typeof apiVersion;
+  kind: Kind;
+  metadata: ObjectMeta;
+  spec: Spec;
+  status?: Status;
+}

@@ -1,6 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
 import {
-  apiVersion,
   celQuantity,
   commonStatus,
   DnsLabel,
@@ -10,7 +9,7 @@ import {
   Quantity,
   StringEnum,
   validations,
-  type ObjectMeta,
+  type KaktusObject,
 } from "./schema.js";
 
 /** A VirtualMachine is a persistent libvirt domain on `spec.node`, reconciled by that node's agent. */
@@ -152,10 +151,4 @@ export const VirtualMachineStatus = Type.Object({
 
 export type VirtualMachineSpec = Static<typeof VirtualMachineSpec>;
 export type VirtualMachineStatus = Static<typeof VirtualMachineStatus>;
-export interface VirtualMachine {
-  apiVersion: typeof apiVersion;
-  kind: "VirtualMachine";
-  metadata: ObjectMeta;
-  spec: VirtualMachineSpec;
-  status?: VirtualMachineStatus;
-}
+export type VirtualMachine = KaktusObject<"VirtualMachine", VirtualMachineSpec, VirtualMachineStatus>;

@@ -1,6 +1,5 @@
 import { Type, type Static } from "@sinclair/typebox";
 import {
-  apiVersion,
   CephName,
   celQuantity,
   commonStatus,
@@ -9,7 +8,7 @@ import {
   Quantity,
   StringEnum,
   validations,
-  type ObjectMeta,
+  type KaktusObject,
 } from "./schema.js";
 
 /** A Volume is an RBD image (format 2) in Ceph, reconciled by the elected leader. */
@@ -93,10 +92,4 @@ export const VolumeStatus = Type.Object({
 
 export type VolumeSpec = Static<typeof VolumeSpec>;
 export type VolumeStatus = Static<typeof VolumeStatus>;
-export interface Volume {
-  apiVersion: typeof apiVersion;
-  kind: "Volume";
-  metadata: ObjectMeta;
-  spec: VolumeSpec;
-  status?: VolumeStatus;
-}
+export type Volume = KaktusObject<"Volume", VolumeSpec, VolumeStatus>;
