@@ -1,0 +1,108 @@
+import type { Logger } from "pino";
+import { WorkQueue, defaultRateLimits, type RateLimits } from "./queue.js";
+
+/** What a reconcile asks of the runtime once it succeeded: come back later (drift checks), or not. */
+export interface Action {
+  requeueAfterMs?: number;
+}
+
+/** A failure retrying cannot fix (bad input already reported in status): no backoff loop. */
+export class TerminalError extends Error {
+  override name = "TerminalError";
+}
+
+export type Reconcile = (key: string, signal: AbortSignal) => Promise<Action>;
+
+export interface ControllerOptions {
+  workers?: number;
+  /** A reconcile running longer is abandoned (its signal aborts) and retried with backoff. */
+  reconcileTimeoutMs?: number;
+  rateLimits?: RateLimits;
+}
+
+export type ReconcileResult = "success" | "requeue" | "error" | "terminal" | "timeout";
+
+/**
+ * Runs one reconcile function over a queue of keys: N workers across keys, never two at once for
+ * one key, per-key backoff on errors (reset on success), terminal errors not retried, and a timeout
+ * on every reconcile. Events only enqueue keys; the reconcile re-reads everything it needs.
+ */
+export class Controller {
+  readonly queue: WorkQueue;
+  readonly counts: Record<ReconcileResult, number> = { success: 0, requeue: 0, error: 0, terminal: 0, timeout: 0 };
+  /** Reconcile durations in ms, for the metrics endpoint to summarise. */
+  readonly durations: number[] = [];
+  private running: Promise<void>[] = [];
+
+  constructor(
+    readonly name: string,
+    private readonly reconcile: Reconcile,
+    private readonly log: Logger,
+    private readonly options: ControllerOptions = {},
+  ) {
+    this.queue = new WorkQueue(options.rateLimits ?? defaultRateLimits);
+  }
+
+  enqueue = (key: string): void => this.queue.add(key);
+  enqueueAfter = (key: string, ms: number): void => this.queue.addAfter(key, ms);
+
+  start(): void {
+    const workers = this.options.workers ?? 2;
+    this.running = Array.from({ length: workers }, () => this.work());
+  }
+
+  /** Stops taking keys and waits for the reconciles in flight to finish. */
+  async stop(): Promise<void> {
+    this.queue.shutDown();
+    await Promise.all(this.running);
+  }
+
+  private async work(): Promise<void> {
+    for (let key = await this.queue.get(); key !== undefined; key = await this.queue.get()) {
+      await this.process(key);
+    }
+  }
+
+  private async process(key: string): Promise<void> {
+    const log = this.log.child({ key });
+    const started = performance.now();
+    const abort = new AbortController();
+    const timeoutMs = this.options.reconcileTimeoutMs ?? 120_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => {
+        abort.abort(new Error(`reconcile of ${key} timed out after ${timeoutMs} ms`));
+        resolve("timeout");
+      }, timeoutMs);
+    });
+    let result: ReconcileResult;
+    try {
+      const outcome = await Promise.race([this.reconcile(key, abort.signal), timeout]);
+      if (outcome === "timeout") {
+        result = "timeout";
+        const delay = this.queue.addRateLimited(key);
+        log.warn({ retryInMs: delay }, "reconcile timed out");
+      } else {
+        this.queue.forget(key);
+        result = outcome.requeueAfterMs !== undefined ? "requeue" : "success";
+        if (outcome.requeueAfterMs !== undefined) this.queue.addAfter(key, outcome.requeueAfterMs);
+      }
+    } catch (err) {
+      if (err instanceof TerminalError) {
+        result = "terminal";
+        this.queue.forget(key);
+        log.error({ err }, "reconcile failed for good; waiting for a change");
+      } else {
+        result = "error";
+        const delay = this.queue.addRateLimited(key);
+        log.warn({ err, retryInMs: delay, retries: this.queue.retries(key) }, "reconcile failed; retrying");
+      }
+    } finally {
+      clearTimeout(timer);
+      this.queue.done(key);
+    }
+    this.counts[result]++;
+    this.durations.push(performance.now() - started);
+    if (this.durations.length > 10_000) this.durations.splice(0, 5_000);
+  }
+}
