@@ -83,55 +83,17 @@ async function bootstrap(): Promise<void> {
   }
   const fsid = randomUUID();
   writeConf(fsid);
-  await authtool("--create-keyring", keyringPath, "--gen-key", "-n", "mon.", "--cap", "mon", "allow *");
-  await authtool(
-    keyringPath,
-    "--gen-key",
-    "-n",
-    "client.admin",
-    "--cap",
-    "mon",
-    "allow *",
-    "--cap",
-    "osd",
-    "allow *",
-    "--cap",
-    "mds",
-    "allow *",
-    "--cap",
-    "mgr",
-    "allow *",
-  );
-  await authtool(
-    keyringPath,
-    "--gen-key",
-    "-n",
-    "osd.0",
-    "--cap",
-    "mon",
-    "allow profile osd",
-    "--cap",
-    "mgr",
-    "allow profile osd",
-    "--cap",
-    "osd",
-    "allow *",
-  );
-  await authtool(
-    keyringPath,
-    "--gen-key",
-    "-n",
-    "mgr.x",
-    "--cap",
-    "mon",
-    "allow profile mgr",
-    "--cap",
-    "osd",
-    "allow *",
-    "--cap",
-    "mds",
-    "allow *",
-  );
+  // One keyring with every daemon's key and the admin's: the lab has a single trust domain.
+  const entities: [string, Record<string, string>][] = [
+    ["mon.", { mon: "allow *" }],
+    ["client.admin", { mon: "allow *", osd: "allow *", mds: "allow *", mgr: "allow *" }],
+    ["osd.0", { mon: "allow profile osd", mgr: "allow profile osd", osd: "allow *" }],
+    ["mgr.x", { mon: "allow profile mgr", osd: "allow *", mds: "allow *" }],
+  ];
+  for (const [i, [name, caps]] of entities.entries()) {
+    const capArgs = Object.entries(caps).flatMap(([service, cap]) => ["--cap", service, cap]);
+    await authtool(...(i === 0 ? ["--create-keyring"] : []), keyringPath, "--gen-key", "-n", name, ...capArgs);
+  }
   const monmap = join(cephDir, "monmap");
   await run("monmaptool", ["--create", "--fsid", fsid, "--addv", "a", monAddrs, monmap]);
   await run("ceph-mon", ["-c", cephConfPath, "--mkfs", "-i", "a", "--monmap", monmap, "--keyring", keyringPath]);
