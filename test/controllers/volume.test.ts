@@ -1,0 +1,235 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { VirtualMachine } from "../../src/api/virtualmachine.js";
+import type { Volume } from "../../src/api/volume.js";
+import { reconcileVolume, volumeFinalizer, type VolumeContext } from "../../src/controllers/volume.js";
+import { RbdClient } from "../../src/host/rbd/client.js";
+import { ResourceClient } from "../../src/runtime/client.js";
+import { Controller } from "../../src/runtime/controller.js";
+import { EventRecorder } from "../../src/runtime/events.js";
+import { Informer } from "../../src/runtime/informer.js";
+import { cephConfPath, rbd } from "../env/lab.js";
+import { waitFor } from "../env/proc.js";
+import { installCrds, kubeConfig, kubectl } from "../support/kube.js";
+
+const id = randomBytes(3).toString("hex");
+const ns = `vol-${id}`;
+const template = `tpl-${id}`;
+const group = "kaktus.kowabunga.cloud";
+const log = pino({ level: "silent" });
+const MiB = 1n << 20n;
+
+const apply = (obj: object) =>
+  kubectl(["apply", "--server-side", "--field-manager=test", "-f", "-"], JSON.stringify(obj));
+const volume = (name: string, spec: Record<string, unknown>) =>
+  apply({ apiVersion: `${group}/v1alpha1`, kind: "Volume", metadata: { name, namespace: ns }, spec });
+
+describe("Volume reconciler against the real apiserver and Ceph", () => {
+  const store = new RbdClient({ confPath: cephConfPath, user: "admin" });
+  const volumes = new Informer<Volume>(
+    kubeConfig,
+    { group, version: "v1alpha1", plural: "volumes" },
+    (key) => controller.enqueue(key),
+    log,
+  );
+  const vms = new Informer<VirtualMachine>(
+    kubeConfig,
+    { group, version: "v1alpha1", plural: "virtualmachines" },
+    // A VM change can change which Volumes are in use: re-check the Volumes of its namespace.
+    (key) => {
+      const namespace = key.split("/")[0];
+      for (const v of volumes.list())
+        if (v.metadata.namespace === namespace) controller.enqueue(`${namespace}/${v.metadata.name}`);
+    },
+    log,
+  );
+  const ctx: VolumeContext = {
+    store,
+    volumes: new ResourceClient<Volume>(kubeConfig, { group, version: "v1alpha1", plural: "volumes" }),
+    getVolume: (key) => volumes.get(key),
+    virtualMachines: (namespace) => vms.list().filter((vm) => vm.metadata.namespace === namespace),
+    events: new EventRecorder(kubeConfig, "kaktus-agent", "kaktus-a", log, 1_000),
+    policy: { pools: ["rbd"], clonePools: ["templates"] },
+    log,
+    resyncMs: 60_000,
+  };
+  const controller = new Controller("volume", (key) => reconcileVolume(key, ctx), log, {
+    rateLimits: { baseDelayMs: 100, maxDelayMs: 2_000, qps: 50, burst: 100 },
+  });
+  const get = async (name: string) =>
+    JSON.parse(await kubectl(["get", "volume", name, "-n", ns, "-o", "json"])) as Volume;
+  const waitReady = (name: string) =>
+    waitFor(
+      `Volume ${name} Ready`,
+      async () =>
+        (await get(name)).status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? true : undefined,
+      {
+        timeoutMs: 30_000,
+        intervalMs: 200,
+      },
+    );
+  const gone = (name: string) =>
+    waitFor(
+      `Volume ${name} gone`,
+      async () =>
+        (await kubectl(["get", "volume", name, "-n", ns, "--ignore-not-found", "-o", "name"])).trim() === "" ||
+        undefined,
+      {
+        timeoutMs: 30_000,
+        intervalMs: 200,
+      },
+    );
+
+  beforeAll(async () => {
+    await installCrds();
+    await kubectl(["create", "namespace", ns]);
+    // A template image with a protected snapshot, as Kaktus keeps OS images.
+    await rbd("create", "--size", "32M", `templates/${template}`);
+    await rbd("snap", "create", `templates/${template}@base`);
+    await rbd("snap", "protect", `templates/${template}@base`);
+    volumes.start();
+    vms.start();
+    await Promise.all([volumes.hasSynced, vms.hasSynced]);
+    controller.start();
+  });
+
+  afterAll(async () => {
+    await controller.stop();
+    await volumes.stop();
+    await vms.stop();
+    await kubectl(["delete", "namespace", ns, "--wait=false"]);
+    for (const image of (await store.list("rbd")).filter((i) => i.startsWith(`${ns}.`)))
+      await store.remove("rbd", image).catch(() => undefined);
+    await rbd("snap", "unprotect", `templates/${template}@base`).catch(() => undefined);
+    await rbd("snap", "purge", `templates/${template}`).catch(() => undefined);
+    await rbd("rm", `templates/${template}`).catch(() => undefined);
+    await store.close();
+  });
+
+  it("creates an empty image and reports it Ready with its capacity, finalizer on", async () => {
+    await volume("data", { pool: "rbd", size: "64Mi" });
+    await waitReady("data");
+    const v = await get("data");
+    expect(v.metadata.finalizers).toEqual([volumeFinalizer]);
+    expect(v.status).toMatchObject({
+      phase: "Ready",
+      image: `rbd/${ns}.data`,
+      capacity: "64Mi",
+      watchers: 0,
+      inUseBy: [],
+      observedGeneration: 1,
+    });
+    expect((await store.status("rbd", `${ns}.data`))?.size).toBe(64n * MiB);
+  });
+
+  it("clones a template snapshot and grows the clone to the requested size", async () => {
+    await volume("os", {
+      pool: "rbd",
+      size: "128Mi",
+      source: { image: { pool: "templates", name: template, snapshot: "base" } },
+    });
+    await waitReady("os");
+    const observed = await store.status("rbd", `${ns}.os`);
+    expect(observed?.parent).toBe(`templates/${template}@base`);
+    expect(observed?.size).toBe(128n * MiB);
+  });
+
+  it("grows the image when the Volume grows, and stays quiet once converged", async () => {
+    await volume("data", { pool: "rbd", size: "96Mi" });
+    await waitFor("grown", async () => ((await get("data")).status?.capacity === "96Mi" ? true : undefined), {
+      timeoutMs: 30_000,
+    });
+    expect((await store.status("rbd", `${ns}.data`))?.size).toBe(96n * MiB);
+    const writes = ctx.volumes.writes;
+    controller.enqueue(`${ns}/data`);
+    controller.enqueue(`${ns}/os`);
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(ctx.volumes.writes).toBe(writes);
+  });
+
+  it("refuses a pool outside the policy with a condition and an event, creating nothing", async () => {
+    await volume("elsewhere", { pool: "templates", size: "8Mi" });
+    await waitFor(
+      "PoolNotAllowed",
+      async () =>
+        (await get("elsewhere")).status?.conditions?.find((c) => c.type === "Synced")?.reason === "PoolNotAllowed"
+          ? true
+          : undefined,
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    expect(await store.status("templates", `${ns}.elsewhere`)).toBeNull();
+    const events = await kubectl([
+      "get",
+      "events",
+      "-n",
+      ns,
+      "--field-selector",
+      "reason=PoolNotAllowed",
+      "-o",
+      "name",
+    ]);
+    expect(events.trim()).not.toBe("");
+  });
+
+  it("does not delete a Volume a VM references, nor one whose image is open; deletes it after", async () => {
+    await apply({
+      apiVersion: `${group}/v1alpha1`,
+      kind: "VirtualMachine",
+      metadata: { name: "web", namespace: ns },
+      spec: { node: "kaktus-a", memory: "128Mi", disks: [{ name: "os", volumeRef: "data" }] },
+    });
+    await kubectl(["delete", "volume", "data", "-n", ns, "--wait=false"]);
+    await waitFor(
+      "InUse",
+      async () =>
+        (await get("data")).status?.conditions?.find((c) => c.type === "Ready")?.reason === "InUse" ? true : undefined,
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    expect(await store.status("rbd", `${ns}.data`)).not.toBeNull();
+    // The VM goes, but a client still has the image open.
+    const watcher = spawn("rbd", ["watch", `rbd/${ns}.data`], { env: { ...process.env, CEPH_CONF: cephConfPath } });
+    try {
+      await waitFor(
+        "watcher",
+        async () => ((await store.status("rbd", `${ns}.data`))?.watchers.length ? true : undefined),
+        { timeoutMs: 15_000 },
+      );
+      await kubectl(["delete", "virtualmachine", "web", "-n", ns]);
+      await waitFor(
+        "ImageInUse",
+        async () =>
+          (await get("data")).status?.conditions?.find((c) => c.type === "Ready")?.reason === "ImageInUse"
+            ? true
+            : undefined,
+        {
+          timeoutMs: 30_000,
+        },
+      );
+      expect(await store.status("rbd", `${ns}.data`)).not.toBeNull();
+    } finally {
+      watcher.stdin.end("\n");
+    }
+    await gone("data");
+    expect(await store.status("rbd", `${ns}.data`)).toBeNull();
+  });
+
+  it("keeps the image under reclaimPolicy Retain, and never sticks when the image is already gone", async () => {
+    await volume("kept", { pool: "rbd", size: "8Mi", reclaimPolicy: "Retain" });
+    await waitReady("kept");
+    await kubectl(["delete", "volume", "kept", "-n", ns]);
+    expect(await store.status("rbd", `${ns}.kept`)).not.toBeNull();
+    await store.remove("rbd", `${ns}.kept`);
+
+    await volume("vanished", { pool: "rbd", size: "8Mi" });
+    await waitReady("vanished");
+    await store.remove("rbd", `${ns}.vanished`); // removed behind the operator's back
+    await kubectl(["delete", "volume", "vanished", "-n", ns, "--wait=false"]);
+    await gone("vanished");
+  });
+});
