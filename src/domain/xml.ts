@@ -1,4 +1,5 @@
 import { XMLBuilder, XMLParser } from "fast-xml-parser";
+import { toBytes } from "../api/quantity.js";
 import { diskAlias, nicAlias, type DiskModel, type DomainModel, type InterfaceModel, type NodeFacts } from "./model.js";
 
 /**
@@ -186,23 +187,25 @@ const attr = (node: unknown, name: string): string | undefined =>
 const textOf = (node: unknown): string =>
   typeof node === "object" && node !== null ? String((node as Node)["#text"] ?? "") : String(node ?? "");
 
-const kib: Record<string, bigint> = {
-  b: 1n,
-  bytes: 1n,
-  KiB: 1024n,
-  k: 1024n,
-  MiB: 1n << 20n,
-  M: 1n << 20n,
-  GiB: 1n << 30n,
-  G: 1n << 30n,
-  TiB: 1n << 40n,
-  T: 1n << 40n,
+/** libvirt's memory units as Kubernetes quantity suffixes (libvirt's "k", "M"… are binary). */
+const unitSuffix: Record<string, string> = {
+  b: "",
+  bytes: "",
+  KiB: "Ki",
+  k: "Ki",
+  K: "Ki",
+  MiB: "Mi",
+  M: "Mi",
+  GiB: "Gi",
+  G: "Gi",
+  TiB: "Ti",
+  T: "Ti",
 };
 function memoryKiB(node: unknown): bigint {
   const unit = attr(node, "unit") ?? "KiB";
-  const factor = kib[unit];
-  if (factor === undefined) throw new DomainXmlError(`memory unit ${unit} is not supported`);
-  return (BigInt(textOf(node)) * factor) / 1024n;
+  const suffix = unitSuffix[unit];
+  if (suffix === undefined) throw new DomainXmlError(`memory unit ${unit} is not supported`);
+  return toBytes(`${textOf(node)}${suffix}`) / 1024n;
 }
 
 /** From the firmware feature we set (inactive XML) or the loader libvirt chose (live XML). */

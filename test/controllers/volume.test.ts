@@ -60,6 +60,16 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
   });
   const get = async (name: string) =>
     JSON.parse(await kubectl(["get", "volume", name, "-n", ns, "-o", "json"])) as Volume;
+  const waitReason = (name: string, type: string, reason: string) =>
+    waitFor(
+      `Volume ${name} ${type} ${reason}`,
+      async () =>
+        (await get(name)).status?.conditions?.find((c) => c.type === type)?.reason === reason ? true : undefined,
+      {
+        timeoutMs: 30_000,
+        intervalMs: 200,
+      },
+    );
   const waitReady = (name: string) =>
     waitFor(
       `Volume ${name} Ready`,
@@ -151,16 +161,7 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
 
   it("refuses a pool outside the policy with a condition and an event, creating nothing", async () => {
     await volume("elsewhere", { pool: "templates", size: "8Mi" });
-    await waitFor(
-      "PoolNotAllowed",
-      async () =>
-        (await get("elsewhere")).status?.conditions?.find((c) => c.type === "Synced")?.reason === "PoolNotAllowed"
-          ? true
-          : undefined,
-      {
-        timeoutMs: 30_000,
-      },
-    );
+    await waitReason("elsewhere", "Synced", "PoolNotAllowed");
     expect(await store.status("templates", `${ns}.elsewhere`)).toBeNull();
     const events = await kubectl([
       "get",
@@ -183,14 +184,7 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
       spec: { node: "kaktus-a", memory: "128Mi", disks: [{ name: "os", volumeRef: "data" }] },
     });
     await kubectl(["delete", "volume", "data", "-n", ns, "--wait=false"]);
-    await waitFor(
-      "InUse",
-      async () =>
-        (await get("data")).status?.conditions?.find((c) => c.type === "Ready")?.reason === "InUse" ? true : undefined,
-      {
-        timeoutMs: 30_000,
-      },
-    );
+    await waitReason("data", "Ready", "InUse");
     expect(await store.status("rbd", `${ns}.data`)).not.toBeNull();
     // The VM goes, but a client still has the image open.
     const watcher = spawn("rbd", ["watch", `rbd/${ns}.data`], { env: { ...process.env, CEPH_CONF: cephConfPath } });
@@ -201,16 +195,7 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
         { timeoutMs: 15_000 },
       );
       await kubectl(["delete", "virtualmachine", "web", "-n", ns]);
-      await waitFor(
-        "ImageInUse",
-        async () =>
-          (await get("data")).status?.conditions?.find((c) => c.type === "Ready")?.reason === "ImageInUse"
-            ? true
-            : undefined,
-        {
-          timeoutMs: 30_000,
-        },
-      );
+      await waitReason("data", "Ready", "ImageInUse");
       expect(await store.status("rbd", `${ns}.data`)).not.toBeNull();
     } finally {
       watcher.stdin.end("\n");
