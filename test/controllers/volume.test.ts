@@ -31,7 +31,8 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
   const volumes = new Informer<Volume>(
     kubeConfig,
     { group, version: "v1alpha1", plural: "volumes" },
-    (key) => controller.enqueue(key),
+    // Only this test's namespace: other files' Volumes share the lab's apiserver.
+    (key) => key.startsWith(`${ns}/`) && controller.enqueue(key),
     log,
   );
   const vms = new Informer<VirtualMachine>(
@@ -39,9 +40,8 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
     { group, version: "v1alpha1", plural: "virtualmachines" },
     // A VM change can change which Volumes are in use: re-check the Volumes of its namespace.
     (key) => {
-      const namespace = key.split("/")[0];
-      for (const v of volumes.list())
-        if (v.metadata.namespace === namespace) controller.enqueue(`${namespace}/${v.metadata.name}`);
+      if (!key.startsWith(`${ns}/`)) return;
+      for (const v of volumes.list()) if (v.metadata.namespace === ns) controller.enqueue(`${ns}/${v.metadata.name}`);
     },
     log,
   );
