@@ -18,6 +18,8 @@ const spareRootPorts = 8;
 const xmlChar = /^[\t\n\r\u0020-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]*$/u;
 function text(value: string, field: string): string {
   if (!xmlChar.test(value)) throw new DomainXmlError(`${field} contains characters XML cannot carry`);
+  // XML turns a carriage return into a newline when it reads the document back.
+  if (value.includes("\r")) throw new DomainXmlError(`${field} contains a carriage return`);
   return value;
 }
 /** Attribute values: XML parsers (libvirt's libxml2 too) turn tabs and newlines into spaces there. */
