@@ -65,14 +65,26 @@ function info(dom: Ptr): DomainInfo {
   };
 }
 
-/** Runs `fn` on a looked-up domain and frees the handle, whatever happens. */
-function withDomain<T>(name: string, operation: string, fn: (dom: Ptr) => T): T {
-  const dom = virt.domainLookupByName(connection(), name) as Ptr | null;
-  if (!dom) fail(`${operation} ${name}`);
+/** Runs `fn` on a domain handle libvirt just returned (null: the call failed) and frees it, whatever happens. */
+function usingDomain<T>(dom: Ptr | null, operation: string, fn: (dom: Ptr) => T): T {
+  if (!dom) fail(operation);
   try {
     return fn(dom);
   } finally {
     virt.domainFree(dom);
+  }
+}
+
+const withDomain = <T>(name: string, operation: string, fn: (dom: Ptr) => T): T =>
+  usingDomain(virt.domainLookupByName(connection(), name) as Ptr | null, `${operation} ${name}`, fn);
+
+/** A lookup that answers null for "no such domain" instead of failing. */
+function orNull<T>(fn: () => T): T | null {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof LibvirtError && err.kind === "not-found") return null;
+    throw err;
   }
 }
 
@@ -114,44 +126,22 @@ export const ops = {
     }),
 
   /** null when there is no such domain. */
-  lookup: (name: string): DomainInfo | null =>
-    retryRead(() => {
-      try {
-        return withDomain(name, "look up domain", info);
-      } catch (err) {
-        if (err instanceof LibvirtError && err.kind === "not-found") return null;
-        throw err;
-      }
-    }),
+  lookup: (name: string): DomainInfo | null => retryRead(() => orNull(() => withDomain(name, "look up domain", info))),
 
   lookupByUuid: (uuid: string): DomainInfo | null =>
-    retryRead(() => {
-      const dom = virt.domainLookupByUUIDString(connection(), uuid) as Ptr | null;
-      if (!dom) {
-        try {
-          fail(`look up domain ${uuid}`);
-        } catch (err) {
-          if (err instanceof LibvirtError && err.kind === "not-found") return null;
-          throw err;
-        }
-      }
-      try {
-        return info(dom);
-      } finally {
-        virt.domainFree(dom);
-      }
-    }),
+    retryRead(() =>
+      orNull(() =>
+        usingDomain(virt.domainLookupByUUIDString(connection(), uuid) as Ptr | null, `look up domain ${uuid}`, info),
+      ),
+    ),
 
   /** Defines (or redefines) a persistent domain; libvirt validates the XML against its schema. */
-  define: (xml: string): DomainInfo => {
-    const dom = virt.domainDefineXMLFlags(connection(), xml, VIR_DOMAIN_DEFINE_VALIDATE) as Ptr | null;
-    if (!dom) fail("define domain");
-    try {
-      return info(dom);
-    } finally {
-      virt.domainFree(dom);
-    }
-  },
+  define: (xml: string): DomainInfo =>
+    usingDomain(
+      virt.domainDefineXMLFlags(connection(), xml, VIR_DOMAIN_DEFINE_VALIDATE) as Ptr | null,
+      "define domain",
+      info,
+    ),
 
   getXml: (name: string, inactive: boolean): string =>
     retryRead(() =>
