@@ -60,26 +60,23 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
   });
   const get = async (name: string) =>
     JSON.parse(await kubectl(["get", "volume", name, "-n", ns, "-o", "json"])) as Volume;
+  const waitCondition = (
+    name: string,
+    type: string,
+    what: string,
+    matches: (c: { status: string; reason: string }) => boolean,
+  ) =>
+    waitFor(
+      `Volume ${name} ${type} ${what}`,
+      async () => {
+        const condition = (await get(name)).status?.conditions?.find((c) => c.type === type);
+        return condition && matches(condition) ? true : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
   const waitReason = (name: string, type: string, reason: string) =>
-    waitFor(
-      `Volume ${name} ${type} ${reason}`,
-      async () =>
-        (await get(name)).status?.conditions?.find((c) => c.type === type)?.reason === reason ? true : undefined,
-      {
-        timeoutMs: 30_000,
-        intervalMs: 200,
-      },
-    );
-  const waitReady = (name: string) =>
-    waitFor(
-      `Volume ${name} Ready`,
-      async () =>
-        (await get(name)).status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ? true : undefined,
-      {
-        timeoutMs: 30_000,
-        intervalMs: 200,
-      },
-    );
+    waitCondition(name, type, reason, (c) => c.reason === reason);
+  const waitReady = (name: string) => waitCondition(name, "Ready", "True", (c) => c.status === "True");
   const gone = (name: string) =>
     waitFor(
       `Volume ${name} gone`,

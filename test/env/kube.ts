@@ -4,7 +4,7 @@ import { request } from "node:https";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { cacheDir, kubeconfigPath, kubeDir, labDir, labVethAddress, repoRoot } from "./paths.js";
-import { LabError, logTail, run, startDaemon, stopDaemon, waitFor, runningPid, type Daemon } from "./proc.js";
+import { run, runningPid, startDaemon, stopDaemon, waitDaemonReady, type Daemon } from "./proc.js";
 
 /**
  * A real control plane for tests: etcd, kube-apiserver and the kube-controller-manager (namespace
@@ -279,21 +279,12 @@ export const controlPlane = {
 
   async startEtcd(etcd: Daemon = daemons(kubeBinDir()).etcd): Promise<void> {
     if (runningPid(etcd) === undefined) startDaemon(etcd);
-    await waitFor("etcd", async () => ((await etcdHealthy()) ? true : undefined), { timeoutMs: 30_000 }).catch(
-      (err) => {
-        throw new LabError(`${(err as Error).message}\n--- etcd log ---\n${logTail("etcd")}`);
-      },
-    );
+    await waitDaemonReady(etcd, "etcd", etcdHealthy, { timeoutMs: 30_000 });
   },
 
   async startApiserver(apiserver: Daemon = daemons(kubeBinDir()).apiserver): Promise<void> {
     if (runningPid(apiserver) === undefined) startDaemon(apiserver);
-    await waitFor("kube-apiserver /readyz", async () => ((await apiserverReady()) ? true : undefined), {
-      timeoutMs: 90_000,
-      intervalMs: 500,
-    }).catch((err) => {
-      throw new LabError(`${(err as Error).message}\n--- kube-apiserver log ---\n${logTail("kube-apiserver")}`);
-    });
+    await waitDaemonReady(apiserver, "kube-apiserver /readyz", apiserverReady, { timeoutMs: 90_000, intervalMs: 500 });
   },
 
   /** Stops one piece (the reliability tests restart the apiserver alone) or, by default, all. */

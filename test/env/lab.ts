@@ -10,8 +10,9 @@ import { LabError } from "./proc.js";
 
 export * from "./paths.js";
 export { ceph, rbd, cephLibvirtKeyringPath, cephPools } from "./ceph.js";
-export { kubectlPath, nodeBKubeconfigPath } from "./kube.js";
-export { virsh } from "./libvirt.js";
+// The typed components too: reliability tests stop and start pieces (the apiserver alone, libvirtd without its guests).
+export { controlPlane, kubectlPath, nodeBKubeconfigPath } from "./kube.js";
+export { libvirtDaemon, virsh } from "./libvirt.js";
 
 interface Component {
   healthy(): Promise<boolean>;

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from "node:path";
 import { insideLab } from "./netns.js";
 import { labNetns, repoRoot, type LabNode } from "./paths.js";
-import { LabError, logTail, run, runningPid, startDaemon, stopDaemon, stopPid, waitFor, type Daemon } from "./proc.js";
+import { run, runningPid, startDaemon, stopDaemon, stopPid, waitDaemonReady, type Daemon } from "./proc.js";
 
 /**
  * One libvirtd (QEMU driver, TCG where there is no /dev/kvm) per lab node, started by hand since
@@ -63,10 +63,8 @@ export function libvirtDaemon(node: LabNode) {
         writeConfig(node);
         startDaemon(d);
       }
-      await waitFor(`libvirtd on ${node.name}`, async () => ((await virsh(node, "uri")) ? true : undefined), {
+      await waitDaemonReady(d, `libvirtd on ${node.name}`, async () => (await virsh(node, "uri")).stdout !== "", {
         timeoutMs: 30_000,
-      }).catch((err) => {
-        throw new LabError(`${(err as Error).message}\n--- libvirtd log ---\n${logTail(d.name)}`);
       });
     },
 

@@ -133,6 +133,18 @@ export async function stopDaemon(daemon: Pick<Daemon, "name" | "comm">, graceMs?
   rmSync(pidFile(daemon.name), { force: true });
 }
 
+/** Waits until a daemon answers `ready`; if it never does, the error carries the tail of its log. */
+export async function waitDaemonReady(
+  daemon: Pick<Daemon, "name">,
+  what: string,
+  ready: () => Promise<boolean>,
+  opts: { timeoutMs: number; intervalMs?: number },
+): Promise<void> {
+  await waitFor(what, async () => ((await ready()) ? true : undefined), opts).catch((err: unknown) => {
+    throw new LabError(`${(err as Error).message}\n--- ${daemon.name} log ---\n${logTail(daemon.name)}`);
+  });
+}
+
 /** The last lines of a daemon's log, for error messages that say why it did not come up. */
 export function logTail(name: string, lines = 15): string {
   try {

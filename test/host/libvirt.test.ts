@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LibvirtClient } from "../../src/host/libvirt/client.js";
 import { LibvirtError } from "../../src/host/libvirt/errors.js";
 import type { LibvirtEvent } from "../../src/host/libvirt/types.js";
-import { components, labNetns, nodes } from "../env/lab.js";
+import { labNetns, libvirtDaemon, nodes } from "../env/lab.js";
 import { run, waitFor } from "../env/proc.js";
 
 const node = nodes[0]!;
@@ -135,10 +135,10 @@ describe("libvirt client (koffi in worker threads) against the lab's libvirtd + 
   });
 
   it("keeps working across a libvirtd restart: calls reconnect and events resume", async () => {
-    const libvirtd = components[`libvirtd-${node.name}`]!;
+    const libvirtd = libvirtDaemon(node);
     const before = events.length;
     // Stop libvirtd but not the guests: that is what an upgrade or a crash looks like.
-    await (libvirtd.stop as (o?: { guests?: boolean }) => Promise<void>)({ guests: false });
+    await libvirtd.stop({ guests: false });
     await expectLibvirtError(client.lookup(name), "transient");
     await libvirtd.start();
     await waitFor("reconnected calls", async () => (await client.lookup(name)) ?? undefined, { timeoutMs: 20_000 });

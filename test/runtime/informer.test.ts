@@ -4,7 +4,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Volume } from "../../src/api/volume.js";
 import { Informer } from "../../src/runtime/informer.js";
-import { components } from "../env/lab.js";
+import { controlPlane } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
 import { installCrds, kubeConfig, kubectl } from "../support/kube.js";
 
@@ -89,13 +89,9 @@ describe("informer (list + supervised watch) against the real apiserver", () => 
   });
 
   it("reconnects by itself after the apiserver restarts, and misses nothing", async () => {
-    const plane = components["control-plane"] as unknown as {
-      stop(only: string): Promise<void>;
-      startApiserver(): Promise<void>;
-    };
     const watchesBefore = informer.stats.watches;
-    await plane.stop("apiserver");
-    await plane.startApiserver();
+    await controlPlane.stop("apiserver");
+    await controlPlane.startApiserver();
     await create("after-restart");
     await seen(`${ns}/after-restart`, "1Gi");
     expect(informer.stats.watches).toBeGreaterThan(watchesBefore);
