@@ -76,7 +76,14 @@ export async function reconcileVolume(key: string, ctx: VolumeContext): Promise<
       observed = await ctx.store.status(pool, image);
     } else if (observed.size < size && observed.watchers.length === 0) {
       await ctx.store.grow(pool, image, size);
-      await ctx.events.normal(volume, "Resized", `grew ${pool}/${image} to ${formatBytes(size)}`);
+      // Capacity already reported at the requested size: someone shrank the image behind the operator.
+      if (volume.status?.capacity && toBytes(volume.status.capacity) >= size)
+        await ctx.events.warning(
+          volume,
+          "SizeDrift",
+          `${pool}/${image} had shrunk; grew it back to ${formatBytes(size)}`,
+        );
+      else await ctx.events.normal(volume, "Resized", `grew ${pool}/${image} to ${formatBytes(size)}`);
       observed = await ctx.store.status(pool, image);
     }
   } catch (err) {
@@ -101,7 +108,7 @@ export async function reconcileVolume(key: string, ctx: VolumeContext): Promise<
     watchers: observed.watchers.length,
     inUseBy,
   });
-  return { requeueAfterMs: ctx.resyncMs };
+  return { requeueAfterMs: growing ? retryInMs : ctx.resyncMs };
 }
 
 async function provision(volume: Volume, image: string, size: bigint, ctx: VolumeContext): Promise<void> {

@@ -39,3 +39,22 @@ export const findCondition = (conditions: readonly Condition[] | undefined, type
 
 export const isTrue = (conditions: readonly Condition[] | undefined, type: string): boolean =>
   findCondition(conditions, type)?.status === "True";
+
+/** Sets several conditions at once (see setCondition); absent entries leave their condition as it is. */
+export function setConditions(
+  conditions: readonly Condition[] | undefined,
+  inputs: readonly (ConditionInput | undefined)[],
+  generation: number | undefined,
+): Condition[] {
+  let list = [...(conditions ?? [])];
+  for (const input of inputs) if (input) list = setCondition(list, input, generation);
+  return list;
+}
+
+/** A condition from its four parts, for tables of conditions. */
+export const condition = (
+  type: string,
+  status: ConditionInput["status"],
+  reason: string,
+  message = "",
+): ConditionInput => ({ type, status, reason, message });

@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { ConflictError } from "./client.js";
 import { WorkQueue, defaultRateLimits, type RateLimits } from "./queue.js";
 
 /** What a reconcile asks of the runtime once it succeeded: come back later (drift checks), or not. */
@@ -18,6 +19,8 @@ export interface ControllerOptions {
   /** A reconcile running longer is abandoned (its signal aborts) and retried with backoff. */
   reconcileTimeoutMs?: number;
   rateLimits?: RateLimits;
+  /** Told about every finished reconcile (for metrics). */
+  onReconciled?: (result: ReconcileResult, seconds: number) => void;
 }
 
 export type ReconcileResult = "success" | "requeue" | "error" | "terminal" | "timeout";
@@ -92,6 +95,10 @@ export class Controller {
         result = "terminal";
         this.queue.forget(key);
         log.error({ err }, "reconcile failed for good; waiting for a change");
+      } else if (err instanceof ConflictError) {
+        // The cache had not seen our own last write yet: the normal optimistic-concurrency retry.
+        result = "error";
+        log.debug({ retryInMs: this.queue.addRateLimited(key) }, err.message);
       } else {
         result = "error";
         const delay = this.queue.addRateLimited(key);
@@ -102,7 +109,9 @@ export class Controller {
       this.queue.done(key);
     }
     this.counts[result]++;
-    this.durations.push(performance.now() - started);
+    const elapsed = performance.now() - started;
+    this.durations.push(elapsed);
+    this.options.onReconciled?.(result, elapsed / 1000);
     if (this.durations.length > 10_000) this.durations.splice(0, 5_000);
   }
 }

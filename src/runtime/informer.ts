@@ -11,9 +11,12 @@ export const objectKey = (o: KubeObject): string =>
   o.metadata.namespace ? `${o.metadata.namespace}/${o.metadata.name}` : o.metadata.name;
 
 export interface InformerOptions {
+  /** "" for the core API group (Nodes). */
   group: string;
   version: string;
   plural: string;
+  /** The kind, needed to list core resources (group ""). */
+  kind?: string;
   /** Server-side watch timeout: the watch is re-opened from the last resourceVersion after it. */
   watchTimeoutSeconds?: number;
   /** No event (bookmarks included) for this long means a silent stall: the watch is restarted. */
@@ -94,9 +97,10 @@ export class Informer<T extends KubeObject> {
   }
 
   private async relist(): Promise<void> {
-    const api = this.kc.makeApiClient(k8s.CustomObjectsApi);
     const { group, version, plural } = this.opts;
-    const list = (await api.listClusterCustomObject({ group, version, plural })) as {
+    const list = (await (group
+      ? this.kc.makeApiClient(k8s.CustomObjectsApi).listClusterCustomObject({ group, version, plural })
+      : k8s.KubernetesObjectApi.makeApiClient(this.kc).list(version, this.opts.kind ?? ""))) as {
       items: T[];
       metadata: { resourceVersion: string };
     };
@@ -146,7 +150,7 @@ export class Informer<T extends KubeObject> {
       this.stats.watches++;
       new k8s.Watch(this.kc)
         .watch(
-          `/apis/${group}/${version}/${plural}`,
+          group ? `/apis/${group}/${version}/${plural}` : `/api/${version}/${plural}`,
           {
             resourceVersion: this.resourceVersion,
             allowWatchBookmarks: true,

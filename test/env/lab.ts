@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { join } from "node:path";
 import { cephCluster } from "./ceph.js";
+import { ensureFixtures } from "./fixtures.js";
 import { controlPlane } from "./kube.js";
 import { libvirtDaemon } from "./libvirt.js";
 import { insideLab } from "./netns.js";
@@ -89,6 +90,13 @@ export async function up(names: readonly string[] = Object.keys(components)): Pr
   if (failed.length) {
     await down(started);
     throw new LabError(`the lab did not come up:\n${failed.join("\n")}`);
+  }
+  // Node objects, host ports and the template image need every component: only a whole lab gets them.
+  if (Object.values(await status()).every(Boolean)) {
+    await ensureFixtures().catch(async (err: Error) => {
+      await down(started);
+      throw new LabError(`the lab's fixtures could not be made: ${err.message}`);
+    });
   }
   return started;
 }

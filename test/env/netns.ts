@@ -25,7 +25,7 @@ async function ensureNetns(name: string): Promise<void> {
   await run("ip", ["-n", name, "link", "set", "lo", "up"]);
 }
 
-async function linkExists(netns: string, ifname: string): Promise<boolean> {
+export async function linkExists(netns: string, ifname: string): Promise<boolean> {
   const { stdout } = await run("ip", ["-n", netns, "-j", "link", "show"]);
   return (JSON.parse(stdout) as { ifname: string }[]).some((l) => l.ifname === ifname);
 }

@@ -7,6 +7,11 @@ import type { DomainInfo, LibvirtEvent } from "./types.js";
 import type { LibvirtOps } from "./worker.js";
 
 /** What the operator needs from a hypervisor; controllers see only this. */
+export interface DeviceScope {
+  live: boolean;
+  config?: boolean;
+}
+
 export interface Hypervisor {
   readonly uri: string;
   capabilities(): Promise<string>;
@@ -18,16 +23,18 @@ export interface Hypervisor {
   define(xml: string): Promise<DomainInfo>;
   getXml(name: string, opts?: { inactive?: boolean }): Promise<string>;
   start(name: string): Promise<void>;
+  /** Asks the guest to power off (ACPI); returns at once. */
+  shutdown(name: string): Promise<void>;
   /** ACPI shutdown, then destroy once the grace period is over. Says which one stopped it. */
   stop(name: string, graceSeconds: number): Promise<"shutdown" | "destroyed" | "not-running">;
   destroy(name: string): Promise<void>;
   /** Removes the definition with its NVRAM, managed save and snapshot metadata. */
   undefine(name: string): Promise<void>;
   setAutostart(name: string, on: boolean): Promise<void>;
-  /** Device changes always touch the persistent definition; `live` also the running domain. */
-  attachDevice(name: string, xml: string, opts: { live: boolean }): Promise<void>;
-  detachDevice(name: string, xml: string, opts: { live: boolean }): Promise<void>;
-  updateDevice(name: string, xml: string, opts: { live: boolean }): Promise<void>;
+  /** Device changes touch the persistent definition (unless `config: false`) and, with `live`, the running domain. */
+  attachDevice(name: string, xml: string, scope: DeviceScope): Promise<void>;
+  detachDevice(name: string, xml: string, scope: DeviceScope): Promise<void>;
+  updateDevice(name: string, xml: string, scope: DeviceScope): Promise<void>;
   /** Grows a running domain's disk (QEMU resizes the RBD image itself). */
   blockResize(name: string, target: string, bytes: bigint): Promise<void>;
   defineSecret(xml: string): Promise<string>;
@@ -61,15 +68,16 @@ export class LibvirtClient implements Hypervisor {
   getXml = (name: string, { inactive = false }: { inactive?: boolean } = {}) =>
     this.pool.call("getXml", name, inactive);
   start = (name: string) => this.pool.call("start", name);
+  shutdown = (name: string) => this.pool.call("shutdown", name);
   destroy = (name: string) => this.pool.call("destroy", name);
   undefine = (name: string) => this.pool.call("undefine", name);
   setAutostart = (name: string, on: boolean) => this.pool.call("setAutostart", name, on);
-  attachDevice = (name: string, xml: string, { live }: { live: boolean }) =>
-    this.pool.call("attachDevice", name, xml, live);
-  detachDevice = (name: string, xml: string, { live }: { live: boolean }) =>
-    this.pool.call("detachDevice", name, xml, live);
-  updateDevice = (name: string, xml: string, { live }: { live: boolean }) =>
-    this.pool.call("updateDevice", name, xml, live);
+  attachDevice = (name: string, xml: string, { live, config = true }: DeviceScope) =>
+    this.pool.call("attachDevice", name, xml, live, config);
+  detachDevice = (name: string, xml: string, { live, config = true }: DeviceScope) =>
+    this.pool.call("detachDevice", name, xml, live, config);
+  updateDevice = (name: string, xml: string, { live, config = true }: DeviceScope) =>
+    this.pool.call("updateDevice", name, xml, live, config);
   blockResize = (name: string, target: string, bytes: bigint) => this.pool.call("blockResize", name, target, bytes);
   defineSecret = (xml: string) => this.pool.call("defineSecret", xml);
   setSecretValue = (uuid: string, value: Uint8Array) => this.pool.call("setSecretValue", uuid, value);
@@ -81,7 +89,7 @@ export class LibvirtClient implements Hypervisor {
       return d !== null && d.state !== "shutoff" && d.state !== "crashed";
     };
     if (!(await running())) return "not-running";
-    await this.pool.call("shutdown", name).catch(ignoreKinds("conflict"));
+    await this.shutdown(name).catch(ignoreKinds("conflict"));
     const deadline = Date.now() + graceSeconds * 1000;
     while (Date.now() < deadline) {
       if (!(await running())) return "shutdown";

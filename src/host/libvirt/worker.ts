@@ -106,7 +106,8 @@ const VIR_DOMAIN_AFFECT_CONFIG = 2;
 const VIR_DOMAIN_BLOCK_RESIZE_BYTES = 1;
 // MANAGED_SAVE | SNAPSHOTS_METADATA | NVRAM | CHECKPOINTS_METADATA: nothing of the domain is left behind.
 const UNDEFINE_EVERYTHING = 1 | 2 | 4 | 16;
-const deviceFlags = (live: boolean) => VIR_DOMAIN_AFFECT_CONFIG | (live ? VIR_DOMAIN_AFFECT_LIVE : 0);
+const deviceFlags = (live: boolean, config: boolean) =>
+  (config ? VIR_DOMAIN_AFFECT_CONFIG : 0) | (live ? VIR_DOMAIN_AFFECT_LIVE : 0);
 
 export const ops = {
   capabilities: () =>
@@ -168,17 +169,17 @@ export const ops = {
     void withDomain(name, "set autostart of", (d) =>
       check(virt.domainSetAutostart(d, on ? 1 : 0), `set autostart of ${name}`),
     ),
-  attachDevice: (name: string, xml: string, live: boolean) =>
+  attachDevice: (name: string, xml: string, live: boolean, config: boolean) =>
     void withDomain(name, "attach device to", (d) =>
-      check(virt.domainAttachDeviceFlags(d, xml, deviceFlags(live)), `attach device to ${name}`),
+      check(virt.domainAttachDeviceFlags(d, xml, deviceFlags(live, config)), `attach device to ${name}`),
     ),
-  detachDevice: (name: string, xml: string, live: boolean) =>
+  detachDevice: (name: string, xml: string, live: boolean, config: boolean) =>
     void withDomain(name, "detach device from", (d) =>
-      check(virt.domainDetachDeviceFlags(d, xml, deviceFlags(live)), `detach device from ${name}`),
+      check(virt.domainDetachDeviceFlags(d, xml, deviceFlags(live, config)), `detach device from ${name}`),
     ),
-  updateDevice: (name: string, xml: string, live: boolean) =>
+  updateDevice: (name: string, xml: string, live: boolean, config: boolean) =>
     void withDomain(name, "update device of", (d) =>
-      check(virt.domainUpdateDeviceFlags(d, xml, deviceFlags(live)), `update device of ${name}`),
+      check(virt.domainUpdateDeviceFlags(d, xml, deviceFlags(live, config)), `update device of ${name}`),
     ),
   blockResize: (name: string, target: string, bytes: bigint) =>
     void withDomain(name, "resize disk of", (d) =>

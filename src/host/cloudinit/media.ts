@@ -1,0 +1,68 @@
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+
+const execFileAsync = promisify(execFile);
+
+export interface NoCloudData {
+  userData: string;
+  metaData: string;
+  networkConfig?: string;
+}
+
+/** NoCloud seed images (the cloud-init cdrom) on a node; controllers see only this. */
+export interface CloudInitMedia {
+  /** Writes NAME's seed image when its content changed; returns its path and whether it was (re)written. */
+  ensure(name: string, data: NoCloudData): Promise<{ path: string; written: boolean }>;
+  remove(name: string): Promise<void>;
+}
+
+/** Names become file names: only what a domain name can hold, never a path. */
+const safeName = /^[a-z0-9][a-z0-9._-]{0,252}$/;
+
+/**
+ * Seed images built by cloud-localds (cloud-image-utils), run without a shell; the content hash is
+ * kept beside each image so an unchanged VM never rewrites its image.
+ */
+export class LocalCloudInitMedia implements CloudInitMedia {
+  constructor(readonly dir: string) {}
+
+  private paths(name: string) {
+    if (!safeName.test(name)) throw new Error(`${JSON.stringify(name)} cannot name a cloud-init image`);
+    return { iso: join(this.dir, `${name}.iso`), hash: join(this.dir, `${name}.sha256`) };
+  }
+
+  async ensure(name: string, data: NoCloudData): Promise<{ path: string; written: boolean }> {
+    const { iso, hash } = this.paths(name);
+    const digest = createHash("sha256").update(JSON.stringify(data)).digest("hex");
+    const previous = await readFile(hash, "utf8").catch(() => "");
+    const present = await readFile(iso).then(
+      () => true,
+      () => false,
+    );
+    if (present && previous === digest) return { path: iso, written: false };
+    await mkdir(this.dir, { recursive: true });
+    const work = await mkdtemp(join(this.dir, `.${name}-`));
+    try {
+      const file = (n: string, text: string) =>
+        writeFile(join(work, n), text, { mode: 0o600 }).then(() => join(work, n));
+      const args = data.networkConfig ? ["--network-config", await file("network-config", data.networkConfig)] : [];
+      const out = join(work, "seed.iso");
+      args.push(out, await file("user-data", data.userData), await file("meta-data", data.metaData));
+      await execFileAsync("cloud-localds", args, { timeout: 30_000 });
+      await rename(out, iso);
+      await writeFile(hash, digest);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+    return { path: iso, written: true };
+  }
+
+  async remove(name: string): Promise<void> {
+    const { iso, hash } = this.paths(name);
+    await rm(iso, { force: true });
+    await rm(hash, { force: true });
+  }
+}

@@ -1,0 +1,186 @@
+import * as k8s from "@kubernetes/client-node";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { parseArgs } from "node:util";
+import { Agent, type AgentConfig } from "./agent.js";
+import { parseMonHost } from "./host/rbd/monitors.js";
+import { rootLogger } from "./log.js";
+
+const usage = `kaktus-operator: the Kaktus node agent (reconciles VirtualMachines, Volumes and Bridges)
+
+Every flag can also be given as an environment variable (shown in brackets).
+  --node NAME             Kubernetes Node this agent runs for [KAKTUS_NODE, else NODE_NAME]
+  --kubeconfig PATH       kubeconfig file [KUBECONFIG]; omitted: in-cluster, else ~/.kube/config
+  --libvirt-uri URI       [KAKTUS_LIBVIRT_URI] default qemu:///system
+  --ceph-conf PATH        [CEPH_CONF] default /etc/ceph/ceph.conf
+  --ceph-user NAME        cephx user, without "client." [KAKTUS_CEPH_USER] default libvirt
+  --ceph-keyring PATH     [KAKTUS_CEPH_KEYRING] default /etc/ceph/ceph.client.USER.keyring
+  --pools LIST            pools Volumes may live in [KAKTUS_POOLS] default rbd
+  --clone-pools LIST      pools images may be cloned from [KAKTUS_CLONE_POOLS] default templates
+  --netns NAME            network namespace of the node's bridges (tests) [KAKTUS_NETNS]
+  --state-dir PATH        cloud-init seed images [KAKTUS_STATE_DIR] default /var/lib/kaktus-operator
+  --workers N             concurrent reconciles per controller [KAKTUS_WORKERS] default 4
+  --resync SECONDS        drift check period for converged objects [KAKTUS_RESYNC] default 300
+  --lease-namespace NS    namespace of the Volume controller's Lease [KAKTUS_LEASE_NAMESPACE] default kaktus-system
+  --lease-duration S      [KAKTUS_LEASE_DURATION] default 15
+  --metrics-address A     /healthz, /readyz, /metrics [KAKTUS_METRICS_ADDRESS] default 127.0.0.1:9464
+  --log-level LEVEL       [KAKTUS_LOG_LEVEL] default info
+`;
+
+const options = {
+  node: { type: "string", env: "KAKTUS_NODE" },
+  kubeconfig: { type: "string", env: "KUBECONFIG" },
+  "libvirt-uri": { type: "string", env: "KAKTUS_LIBVIRT_URI", default: "qemu:///system" },
+  "ceph-conf": { type: "string", env: "CEPH_CONF", default: "/etc/ceph/ceph.conf" },
+  "ceph-user": { type: "string", env: "KAKTUS_CEPH_USER", default: "libvirt" },
+  "ceph-keyring": { type: "string", env: "KAKTUS_CEPH_KEYRING" },
+  pools: { type: "string", env: "KAKTUS_POOLS", default: "rbd" },
+  "clone-pools": { type: "string", env: "KAKTUS_CLONE_POOLS", default: "templates" },
+  netns: { type: "string", env: "KAKTUS_NETNS" },
+  "state-dir": { type: "string", env: "KAKTUS_STATE_DIR", default: "/var/lib/kaktus-operator" },
+  workers: { type: "string", env: "KAKTUS_WORKERS", default: "4" },
+  resync: { type: "string", env: "KAKTUS_RESYNC", default: "300" },
+  "lease-namespace": { type: "string", env: "KAKTUS_LEASE_NAMESPACE", default: "kaktus-system" },
+  "lease-duration": { type: "string", env: "KAKTUS_LEASE_DURATION", default: "15" },
+  "metrics-address": { type: "string", env: "KAKTUS_METRICS_ADDRESS", default: "127.0.0.1:9464" },
+  "log-level": { type: "string", env: "KAKTUS_LOG_LEVEL", default: "info" },
+  help: { type: "boolean", env: "" },
+} as const;
+
+type Flags = { -readonly [K in keyof typeof options]?: string };
+
+/** Flags win over environment variables, which win over defaults. */
+function readFlags(argv: string[]): Flags {
+  const { values } = parseArgs({
+    args: argv,
+    options: Object.fromEntries(Object.entries(options).map(([k, o]) => [k, { type: o.type }])),
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(usage);
+    process.exit(0);
+  }
+  const flags: Flags = {};
+  for (const [name, o] of Object.entries(options) as [keyof typeof options, (typeof options)[keyof typeof options]][]) {
+    const value = (values[name] as string | undefined) ?? (o.env ? process.env[o.env] : undefined);
+    const fallback = "default" in o ? o.default : undefined;
+    if (value !== undefined || fallback !== undefined) flags[name] = value ?? fallback;
+  }
+  flags.node ??= process.env.NODE_NAME;
+  return flags;
+}
+
+const positiveInt = (name: string, value: string | undefined): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, not ${value}`);
+  return n;
+};
+const list = (value: string | undefined) =>
+  (value ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+function monitorsFrom(confPath: string): { host: string; port: number }[] {
+  const conf = readFileSync(confPath, "utf8");
+  const line = /^\s*mon[ _]host\s*=\s*(.+)$/m.exec(conf)?.[1];
+  const monitors = line ? parseMonHost(line) : [];
+  if (!monitors.length) throw new Error(`${confPath} has no mon_host the agent can read`);
+  return monitors;
+}
+
+function configFrom(flags: Flags): AgentConfig & { metricsAddress: string } {
+  if (!flags.node) throw new Error("--node (or NODE_NAME) is required: the Kubernetes Node this agent runs for");
+  const user = flags["ceph-user"]!;
+  if (!/^[A-Za-z0-9._-]+$/.test(user)) throw new Error(`--ceph-user ${user} is not a cephx user name`);
+  const kc = new k8s.KubeConfig();
+  if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
+  else kc.loadFromDefault();
+  const confPath = flags["ceph-conf"]!;
+  return {
+    kubeConfig: kc,
+    node: flags.node,
+    libvirtUri: flags["libvirt-uri"]!,
+    ceph: {
+      confPath,
+      user,
+      keyringPath: flags["ceph-keyring"] ?? `/etc/ceph/ceph.client.${user}.keyring`,
+      monitors: monitorsFrom(confPath),
+    },
+    ...(flags.netns ? { netns: flags.netns } : {}),
+    stateDir: flags["state-dir"]!,
+    workers: positiveInt("workers", flags.workers),
+    resyncSeconds: positiveInt("resync", flags.resync),
+    pools: { pools: list(flags.pools), clonePools: list(flags["clone-pools"]) },
+    lease: {
+      namespace: flags["lease-namespace"]!,
+      name: "kaktus-operator-volumes",
+      durationSeconds: positiveInt("lease-duration", flags["lease-duration"]),
+    },
+    metricsAddress: flags["metrics-address"]!,
+  };
+}
+
+async function main(): Promise<void> {
+  const flags = readFlags(process.argv.slice(2));
+  rootLogger.level = flags["log-level"] ?? "info";
+  const config = configFrom(flags);
+  const agent = new Agent(config);
+  let stopping = false;
+
+  const [host, port] = splitAddress(config.metricsAddress);
+  const server = createServer((req, res) => {
+    const reply = (code: number, body: string, type = "text/plain") => {
+      res.writeHead(code, { "content-type": type });
+      res.end(body);
+    };
+    if (req.url === "/healthz") return reply(stopping ? 503 : 200, stopping ? "stopping\n" : "ok\n");
+    if (req.url === "/readyz") return reply(agent.ready && !stopping ? 200 : 503, agent.ready ? "ok\n" : "not ready\n");
+    if (req.url === "/metrics")
+      return void agent.metrics.registry.metrics().then(
+        (text) => reply(200, text, agent.metrics.registry.contentType),
+        (err: Error) => reply(500, err.message),
+      );
+    reply(404, "not found\n");
+  });
+  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, host, resolve));
+  rootLogger.info({ node: config.node, metrics: config.metricsAddress, libvirt: config.libvirtUri }, "starting");
+
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    rootLogger.info({ signal }, "stopping: finishing reconciles in flight, releasing the lease");
+    const force = setTimeout(() => {
+      rootLogger.error("graceful stop took too long; exiting");
+      process.exit(1);
+    }, 60_000);
+    force.unref();
+    agent
+      .stop()
+      .then(() => server.close())
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          rootLogger.error({ err }, "stop failed");
+          process.exit(1);
+        },
+      );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  await agent.start();
+}
+
+function splitAddress(address: string): [string, number] {
+  const i = address.lastIndexOf(":");
+  const port = Number(address.slice(i + 1));
+  if (i < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad address ${address}`);
+  return [address.slice(0, i).replace(/^\[|\]$/g, "") || "127.0.0.1", port];
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("/main.ts")) {
+  main().catch((err: unknown) => {
+    rootLogger.fatal({ err }, (err as Error).message);
+    process.exit(1);
+  });
+}

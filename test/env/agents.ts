@@ -1,0 +1,91 @@
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { cephLibvirtKeyringPath } from "./ceph.js";
+import { cephConfPath, kubeconfigPath, repoRoot, type LabNode } from "./paths.js";
+import { LabError, logTail, runningPid, startDaemon, stopDaemon, waitFor, type Daemon } from "./proc.js";
+
+export interface AgentOptions {
+  /** /healthz, /readyz and /metrics on 127.0.0.1:PORT inside the lab. */
+  metricsPort: number;
+  resyncSeconds?: number;
+  leaseDurationSeconds?: number;
+  logLevel?: string;
+}
+
+/**
+ * The operator's agent for one lab node, run as a separate process exactly as on a host (src/main.ts
+ * through tsx), pointed at the lab: its libvirtd socket, the lab Ceph with client.libvirt, and the
+ * node's network namespace for bridges. Agents run in the lab namespace (127.0.0.1 reaches the
+ * apiserver and Ceph); node B's bridges are reached with `ip -n`.
+ */
+export function labAgent(node: LabNode, opts: AgentOptions) {
+  const daemon: Daemon = {
+    name: `agent-${node.name}`,
+    comm: "node",
+    cmd: process.execPath,
+    args: [
+      "--import",
+      "tsx",
+      join(repoRoot, "src/main.ts"),
+      `--node=${node.name}`,
+      `--kubeconfig=${kubeconfigPath}`,
+      `--libvirt-uri=${node.libvirtUri}`,
+      `--ceph-conf=${cephConfPath}`,
+      "--ceph-user=libvirt",
+      `--ceph-keyring=${cephLibvirtKeyringPath}`,
+      `--netns=${node.netns}`,
+      `--state-dir=${join(node.dir, "agent")}`,
+      `--metrics-address=127.0.0.1:${opts.metricsPort}`,
+      `--resync=${opts.resyncSeconds ?? 30}`,
+      `--lease-duration=${opts.leaseDurationSeconds ?? 5}`,
+      `--log-level=${opts.logLevel ?? "info"}`,
+    ],
+    env: { ...process.env, NODE_OPTIONS: "" },
+  };
+  const url = (path: string) => `http://127.0.0.1:${opts.metricsPort}${path}`;
+  const get = async (path: string) => {
+    const res = await fetch(url(path), { signal: AbortSignal.timeout(5_000) });
+    return { status: res.status, text: await res.text() };
+  };
+  return {
+    name: daemon.name,
+    node,
+    pid: () => runningPid(daemon),
+    async start(): Promise<void> {
+      if (runningPid(daemon)) return;
+      mkdirSync(join(node.dir, "agent"), { recursive: true });
+      startDaemon(daemon);
+      await waitFor(
+        `${daemon.name} ready`,
+        async () => {
+          if (!runningPid(daemon)) throw new LabError(`${daemon.name} exited:\n${logTail(daemon.name, 30)}`);
+          return (await get("/readyz").catch(() => undefined))?.status === 200 || undefined;
+        },
+        { timeoutMs: 60_000 },
+      );
+    },
+    /** SIGTERM (graceful: reconciles finish, the lease is released), then SIGKILL after the grace. */
+    stop: (graceMs = 30_000) => stopDaemon(daemon, graceMs),
+    /** SIGKILL at once: a crash. */
+    kill(): void {
+      const pid = runningPid(daemon);
+      if (pid) process.kill(pid, "SIGKILL");
+    },
+    get,
+    /** One metric's value summed over the series whose labels contain all of `labels`. */
+    async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+      const { text } = await get("/metrics");
+      let sum = 0;
+      for (const line of text.split("\n")) {
+        const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$/.exec(line);
+        if (!m || m[1] !== name) continue;
+        const set = m[2] ?? "";
+        if (Object.entries(labels).every(([k, v]) => set.includes(`${k}="${v}"`))) sum += Number(m[3]);
+      }
+      return sum;
+    },
+    logTail: (lines = 40) => logTail(daemon.name, lines),
+  };
+}
+
+export type LabAgent = ReturnType<typeof labAgent>;
