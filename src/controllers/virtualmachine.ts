@@ -216,7 +216,8 @@ async function applyDefinition(
 ): Promise<{ domain: DomainInfo; restart: string[] }> {
   const hv = ctx.hypervisor;
   const xml = renderDomainXml(desired, facts);
-  if (!existing) {
+  // Undefined behind our back while running, it lives on as a transient domain: define it again too.
+  if (!existing?.persistent) {
     const domain = await hv.define(xml);
     if (vm.status?.phase === "Running" || vm.status?.phase === "Stopped")
       await ctx.events.warning(vm, "DomainRecreated", `domain ${name} had vanished from ${ctx.node}; defined it again`);

@@ -13,6 +13,8 @@ export class DomainXmlError extends Error {
 const kaktusNs = "https://kaktus.kowabunga.cloud/domain/v1";
 /** Hot-plug capacity on q35: each attached disk or NIC needs a free PCIe root port. */
 const spareRootPorts = 8;
+/** Controllers and devices libvirt also puts on root ports: virtio-serial, balloon, RNG, USB, virtio-scsi, video. */
+const builtInPciDevices = 6;
 
 // XML 1.0 Char production: everything else (most C0 controls, lone surrogates, U+FFFE/F) is unrepresentable.
 const xmlChar = /^[\t\n\r\u0020-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]*$/u;
@@ -157,8 +159,11 @@ export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
       controller: [
         ...(m.disks.some((d) => d.bus === "scsi") ? [{ "@_type": "scsi", "@_model": "virtio-scsi" }] : []),
         { "@_type": "pci", "@_index": "0", "@_model": "pcie-root" },
-        // Hot-plug capacity on q35: each attached disk or NIC needs a free root port; libvirt numbers them.
-        ...Array.from({ length: spareRootPorts }, () => ({ "@_type": "pci", "@_model": "pcie-root-port" })),
+        // libvirt fills explicit root ports with the domain's own devices first: spare ones come on top.
+        ...Array.from({ length: m.disks.length + m.interfaces.length + builtInPciDevices + spareRootPorts }, () => ({
+          "@_type": "pci",
+          "@_model": "pcie-root-port",
+        })),
       ],
       interface: m.interfaces.map(interfaceNode),
       serial: { "@_type": "pty", target: { "@_port": "0" } },

@@ -1,9 +1,9 @@
 import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
-import { setTimeout as sleep } from "node:timers/promises";
 import { deleteLabNetwork, ensureLabNetwork, insideLab } from "./netns.js";
 import { buildKubeBinaries } from "./kube.js";
 import { down, status, up } from "./lab.js";
+import { runLocal } from "./local.js";
 import { kubeconfigPath, labDir, labNetns, nodes } from "./paths.js";
 import { cephConfPath } from "./paths.js";
 
@@ -14,7 +14,8 @@ const usage = `usage: npm run lab -- <command>
   status    say which components are healthy
   clean     stop everything, delete the lab's state and its network namespaces
   exec -- CMD [ARGS...]   run a command inside the lab (npm test uses this)
-  local     start the lab, run until Ctrl-C, then stop what was started`;
+  local     start the lab, install the CRDs, apply examples/, run one agent per node and
+            print the objects until Ctrl-C, then stop what was started`;
 
 /**
  * Runs a program with our terminal and returns its exit code. SIGINT and SIGTERM are passed on to it
@@ -51,17 +52,9 @@ async function inside(command: string, args: string[]): Promise<number> {
     case "exec":
       if (!args.length) throw new Error(usage);
       return runAttached(args[0]!, args.slice(1));
-    case "local": {
-      const started = await up();
-      printEndpoints();
-      console.log("Ctrl-C stops what this command started.");
-      // `on`, not `once`: a second signal during the shutdown below must not kill us half-way.
-      const stop = new Promise<void>((r) => process.on("SIGINT", () => r()).on("SIGTERM", () => r()));
-      // Bounded wait: the local run ends on a signal, at the latest after a week.
-      await Promise.race([stop, sleep(7 * 24 * 3600_000)]);
-      await down(started);
+    case "local":
+      await runLocal(printEndpoints);
       return 0;
-    }
     default:
       throw new Error(usage);
   }

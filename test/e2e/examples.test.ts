@@ -1,0 +1,372 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { labAgent } from "../env/agents.js";
+import { labNetns, nodes, rbd, virsh } from "../env/lab.js";
+import { run } from "../env/proc.js";
+import {
+  conditionOf,
+  domainNames,
+  domainState,
+  getObject,
+  waitCondition,
+  waitEvent,
+  waitObject,
+} from "../support/e2e.js";
+import { installCrds, kubectl } from "../support/kube.js";
+
+/**
+ * The examples, end to end: two agents (one per node sandbox) run as separate processes against
+ * the real apiserver, libvirtd/QEMU, Ceph and bridges in the node namespaces. The steps share
+ * state and run in order: apply, stay quiet, edit, repair drift, delete.
+ */
+const [nodeA, nodeB] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
+const agents = [labAgent(nodeA, { metricsPort: 9464 }), labAgent(nodeB, { metricsPort: 9465 })];
+const ns = "acme";
+const domain = "acme_web-1";
+const ipA = (...args: string[]) => run("ip", ["-n", labNetns, ...args]);
+const imageSize = async (image: string) =>
+  (JSON.parse(await rbd("info", "--format", "json", image)) as { size: number }).size;
+
+/** The sum of a metric over both agents. */
+const total = async (metric: string) =>
+  (await Promise.all(agents.map((a) => a.metric(metric)))).reduce((a, b) => a + b);
+
+async function cleanSlate(): Promise<void> {
+  await kubectl(["delete", "namespace", ns, "--ignore-not-found", "--timeout=180s"]);
+  await kubectl(["delete", "bridges.kaktus.kowabunga.cloud", "br0", "br100", "--ignore-not-found", "--timeout=60s"]);
+}
+
+describe("the examples, reconciled by two agents", () => {
+  beforeAll(async () => {
+    await installCrds();
+    await Promise.all(agents.map((a) => a.start()));
+    await cleanSlate();
+  }, 300_000);
+
+  afterAll(async () => {
+    await cleanSlate().catch(() => undefined);
+    await Promise.all(agents.map((a) => a.stop()));
+  }, 300_000);
+
+  it("applies the examples: every object Ready, at its generation, the domain running on RBD and bridges", async () => {
+    await kubectl(["apply", "--server-side", "-f", "examples/"]);
+    await kubectl([
+      "wait",
+      "--for=condition=Ready",
+      "--timeout=180s",
+      "bridges.kaktus.kowabunga.cloud/br0",
+      "bridges.kaktus.kowabunga.cloud/br100",
+    ]);
+    await kubectl([
+      "wait",
+      "--for=condition=Ready",
+      "--timeout=180s",
+      "-n",
+      ns,
+      "volumes.kaktus.kowabunga.cloud/web-1-os",
+      "volumes.kaktus.kowabunga.cloud/web-1-data",
+    ]);
+    await kubectl([
+      "wait",
+      "--for=condition=Ready",
+      "--timeout=180s",
+      "-n",
+      ns,
+      "virtualmachines.kaktus.kowabunga.cloud/web-1",
+    ]);
+    for (const [resource, name, namespace] of [
+      ["bridges.kaktus.kowabunga.cloud", "br0", undefined],
+      ["bridges.kaktus.kowabunga.cloud", "br100", undefined],
+      ["volumes.kaktus.kowabunga.cloud", "web-1-os", ns],
+      ["volumes.kaktus.kowabunga.cloud", "web-1-data", ns],
+      ["virtualmachines.kaktus.kowabunga.cloud", "web-1", ns],
+    ] as const) {
+      const o = await getObject(resource, name, namespace);
+      expect(o?.status?.observedGeneration, `${resource}/${name}`).toBe(o?.metadata.generation);
+      expect(conditionOf(o, "Ready")?.status, `${resource}/${name}`).toBe("True");
+    }
+    expect((await getObject("bridges.kaktus.kowabunga.cloud", "br0"))?.status?.readyNodes).toBe("2/2");
+    expect((await getObject("bridges.kaktus.kowabunga.cloud", "br100"))?.status?.readyNodes).toBe("1/1");
+
+    expect(await domainState(nodeA, domain)).toBe("running");
+    expect(await domainNames(nodeB)).not.toContain(domain);
+    const xml = (await virsh(nodeA, "dumpxml", domain)).stdout;
+    expect(xml).toContain("protocol='rbd' name='rbd/acme.web-1-os'");
+    expect(xml).toContain("protocol='rbd' name='rbd/acme.web-1-data'");
+    expect(xml).toMatch(/<source bridge='br0'\/>/);
+    expect(xml).toMatch(/<source bridge='br100'\/>/);
+    expect(xml).toContain("<mac address='52:54:00:12:34:56'/>");
+    // The generated MAC and the UUID are in status, and they are the domain's.
+    const vm = await getObject("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns);
+    const status = vm?.status as { domainUUID: string; interfaces: { name: string; mac: string }[] };
+    expect(xml).toContain(`<uuid>${status.domainUUID}</uuid>`);
+    expect(xml).toContain(`<mac address='${status.interfaces.find((i) => i.name === "public")?.mac}'/>`);
+    // Bridges on both nodes, with their ports; the template clone grown to its size.
+    for (const node of nodes) {
+      const ports = JSON.parse((await run("ip", ["-n", node.netns, "-j", "link", "show", "master", "br0"])).stdout) as {
+        ifname: string;
+      }[];
+      expect(ports.map((p) => p.ifname)).toContain("eth1");
+    }
+    expect(await imageSize("rbd/acme.web-1-os")).toBe(20 * 2 ** 30);
+  }, 240_000);
+
+  it("stays quiet once converged: no API write and no mutating host call in 60 s with resyncs", async () => {
+    // Let in-flight follow-ups (status echoes, tap changes) settle first.
+    await sleep(5_000);
+    const before = {
+      writes: await total("kaktus_api_writes_total"),
+      mutations: await total("kaktus_host_mutations_total"),
+      reconciles: await total("kaktus_reconcile_total"),
+    };
+    await sleep(60_000);
+    const after = {
+      writes: await total("kaktus_api_writes_total"),
+      mutations: await total("kaktus_host_mutations_total"),
+      reconciles: await total("kaktus_reconcile_total"),
+    };
+    expect(after.writes - before.writes).toBe(0);
+    expect(after.mutations - before.mutations).toBe(0);
+    // The window did contain reconciles (resync every 30 s): quiet, not idle.
+    expect(after.reconciles - before.reconciles).toBeGreaterThanOrEqual(5);
+  }, 120_000);
+
+  it("grows a Volume in use live: QEMU grows the image and the guest's disk", async () => {
+    await kubectl([
+      "patch",
+      "-n",
+      ns,
+      "volumes.kaktus.kowabunga.cloud/web-1-data",
+      "--type=merge",
+      "-p",
+      '{"spec":{"size":"110Gi"}}',
+    ]);
+    await waitObject(
+      "volumes.kaktus.kowabunga.cloud",
+      "web-1-data",
+      ns,
+      "capacity 110Gi and Ready",
+      (o) =>
+        o?.status?.capacity === "110Gi" &&
+        conditionOf(o, "Ready")?.status === "True" &&
+        o.status.observedGeneration === o.metadata.generation,
+    );
+    expect(await imageSize("rbd/acme.web-1-data")).toBe(110 * 2 ** 30);
+    const blk = (await virsh(nodeA, "domblkinfo", domain, "vdb", "--human")).stdout;
+    expect(blk).toMatch(/Capacity:\s+110\.000 GiB/);
+    await waitEvent("web-1", ns, "DiskGrown");
+  }, 120_000);
+
+  it("adds a NIC live, without restarting the domain", async () => {
+    const id = (await virsh(nodeA, "domid", domain)).stdout.trim();
+    await kubectl([
+      "patch",
+      "-n",
+      ns,
+      "virtualmachines.kaktus.kowabunga.cloud/web-1",
+      "--type=json",
+      "-p",
+      '[{"op":"add","path":"/spec/interfaces/-","value":{"name":"extra","bridgeRef":"br0"}}]',
+    ]);
+    await waitObject(
+      "virtualmachines.kaktus.kowabunga.cloud",
+      "web-1",
+      ns,
+      "3 NICs in status",
+      (o) =>
+        (o?.status?.interfaces as unknown[] | undefined)?.length === 3 &&
+        o?.status?.observedGeneration === o?.metadata.generation,
+    );
+    await waitEvent("web-1", ns, "UpdatedLive");
+    const live = (await virsh(nodeA, "domiflist", domain)).stdout;
+    expect(live.split("\n").filter((l) => /vnet\d+/.test(l))).toHaveLength(3);
+    expect((await virsh(nodeA, "domid", domain)).stdout.trim()).toBe(id);
+    expect(
+      conditionOf(await getObject("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns), "RestartRequired")?.status,
+    ).toBe("False");
+  }, 120_000);
+
+  it("changes memory: RestartRequired until a restart; Halted shuts down (a guest ignoring ACPI is destroyed after its grace period)", async () => {
+    await kubectl([
+      "patch",
+      "-n",
+      ns,
+      "virtualmachines.kaktus.kowabunga.cloud/web-1",
+      "--type=merge",
+      "-p",
+      '{"spec":{"memory":"2Gi","shutdownGracePeriodSeconds":5}}',
+    ]);
+    const vm = await waitCondition("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns, "RestartRequired", "True");
+    expect(conditionOf(vm, "RestartRequired")?.message).toContain("memory");
+    expect((await virsh(nodeA, "dumpxml", "--inactive", domain)).stdout).toContain(
+      "<memory unit='KiB'>2097152</memory>",
+    );
+    expect(await domainState(nodeA, domain)).toBe("running");
+
+    // The guest has no OS: it ignores the ACPI request, so the grace period ends in a destroy.
+    const halting = Date.now();
+    await kubectl([
+      "patch",
+      "-n",
+      ns,
+      "virtualmachines.kaktus.kowabunga.cloud/web-1",
+      "--type=merge",
+      "-p",
+      '{"spec":{"runStrategy":"Halted"}}',
+    ]);
+    await waitCondition(
+      "virtualmachines.kaktus.kowabunga.cloud",
+      "web-1",
+      ns,
+      "Ready",
+      "False",
+      "ShuttingDown",
+      30_000,
+    );
+    const stopped = await waitCondition(
+      "virtualmachines.kaktus.kowabunga.cloud",
+      "web-1",
+      ns,
+      "Ready",
+      "True",
+      "Destroyed",
+      60_000,
+    );
+    expect(Date.now() - halting).toBeGreaterThanOrEqual(5_000);
+    expect(conditionOf(stopped, "Ready")?.message).toMatch(/did not shut down within 5 s/);
+    expect(stopped?.status?.phase).toBe("Stopped");
+    expect(await domainState(nodeA, domain)).toBe("shut off");
+    await waitEvent("web-1", ns, "Destroyed");
+
+    await kubectl([
+      "patch",
+      "-n",
+      ns,
+      "virtualmachines.kaktus.kowabunga.cloud/web-1",
+      "--type=merge",
+      "-p",
+      '{"spec":{"runStrategy":"Always"}}',
+    ]);
+    await waitCondition("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns, "RestartRequired", "False");
+    expect(await domainState(nodeA, domain)).toBe("running");
+    expect((await virsh(nodeA, "dominfo", domain)).stdout).toMatch(/Max memory:\s+2097152 KiB/);
+  }, 180_000);
+
+  it("repairs a domain destroyed and then undefined behind its back, with Events", async () => {
+    await virsh(nodeA, "destroy", domain);
+    await waitFor(() => domainState(nodeA, domain), "running");
+    await waitEvent("web-1", ns, "Restarted");
+    await virsh(nodeA, "destroy", domain);
+    await virsh(nodeA, "undefine", "--nvram", domain);
+    await waitFor(() => domainState(nodeA, domain), "running");
+    await waitEvent("web-1", ns, "DomainRecreated");
+    const vm = await getObject("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns);
+    expect((await virsh(nodeA, "domuuid", domain)).stdout.trim()).toBe(
+      (vm?.status as { domainUUID: string }).domainUUID,
+    );
+  }, 120_000);
+
+  it("repairs a bridge deleted behind its back", async () => {
+    await ipA("link", "del", "br0");
+    await waitFor(async () => {
+      const ports = JSON.parse(
+        (await ipA("-j", "link", "show", "master", "br0").catch(() => ({ stdout: "[]" }))).stdout,
+      ) as {
+        ifname: string;
+      }[];
+      return ports.some((p) => p.ifname === "eth1");
+    }, true);
+    await waitEvent("br0", "default", "Recreated");
+    await waitCondition("bridges.kaktus.kowabunga.cloud", "br0", undefined, "Ready", "True");
+  }, 120_000);
+
+  it("repairs an image shrunk behind its back", async () => {
+    await kubectl(
+      ["apply", "--server-side", "-f", "-"],
+      JSON.stringify({
+        apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
+        kind: "Volume",
+        metadata: { name: "scratch", namespace: ns },
+        spec: { pool: "rbd", size: "1Gi" },
+      }),
+    );
+    await waitCondition("volumes.kaktus.kowabunga.cloud", "scratch", ns, "Ready", "True");
+    await rbd("resize", "--allow-shrink", "--size", "512M", "rbd/acme.scratch");
+    // No host event for RBD: the 30 s resync finds it.
+    await waitFor(() => imageSize("rbd/acme.scratch"), 2 ** 30, 90_000);
+    await waitEvent("scratch", ns, "SizeDrift");
+  }, 120_000);
+
+  it("deletes: a Volume in use waits for its VM, the VM's domain goes, Retain keeps its image", async () => {
+    await kubectl(["delete", "-n", ns, "volumes.kaktus.kowabunga.cloud/web-1-os", "--wait=false"]);
+    const waiting = await waitCondition("volumes.kaktus.kowabunga.cloud", "web-1-os", ns, "Ready", "False", "InUse");
+    expect(conditionOf(waiting, "Ready")?.message).toContain("web-1");
+    expect(JSON.parse(await rbd("ls", "--format", "json", "rbd"))).toContain("acme.web-1-os");
+
+    await kubectl(["delete", "-n", ns, "virtualmachines.kaktus.kowabunga.cloud/web-1", "--timeout=90s"]);
+    expect(await domainNames(nodeA)).not.toContain(domain);
+    // Its Volume follows now that nothing uses it.
+    await waitObject("volumes.kaktus.kowabunga.cloud", "web-1-os", ns, "gone", (o) => o === undefined);
+    await waitFor(
+      async () => (JSON.parse(await rbd("ls", "--format", "json", "rbd")) as string[]).includes("acme.web-1-os"),
+      false,
+    );
+
+    await kubectl(["delete", "-n", ns, "volumes.kaktus.kowabunga.cloud/web-1-data", "--timeout=60s"]);
+    expect(JSON.parse(await rbd("ls", "--format", "json", "rbd"))).toContain("acme.web-1-data");
+    await waitEvent("web-1-data", ns, "Retained");
+    await rbd("rm", "rbd/acme.web-1-data");
+  }, 180_000);
+
+  it("never leaves a finalizer behind when the host object is already gone", async () => {
+    await rbd("rm", "rbd/acme.scratch");
+    await kubectl(["delete", "-n", ns, "volumes.kaktus.kowabunga.cloud/scratch", "--timeout=60s"]);
+    await ipA("link", "del", "br100");
+    await kubectl(["delete", "bridges.kaktus.kowabunga.cloud/br100", "--timeout=60s"]);
+    expect(await getObject("volumes.kaktus.kowabunga.cloud", "scratch", ns)).toBeUndefined();
+    expect(await getObject("bridges.kaktus.kowabunga.cloud", "br100")).toBeUndefined();
+  }, 120_000);
+
+  it("deleting the namespace removes its VMs, domains and images", async () => {
+    await kubectl([
+      "apply",
+      "--server-side",
+      "-f",
+      "examples/00-namespace.yaml",
+      "-f",
+      "examples/20-volumes.yaml",
+      "-f",
+      "examples/30-virtualmachine.yaml",
+    ]);
+    // br100 was deleted above: the VM only needs br0 here; a short grace period (the guest ignores ACPI).
+    await kubectl([
+      "patch",
+      "-n",
+      ns,
+      "virtualmachines.kaktus.kowabunga.cloud/web-1",
+      "--type=json",
+      "-p",
+      '[{"op":"remove","path":"/spec/interfaces/1"},{"op":"add","path":"/spec/shutdownGracePeriodSeconds","value":3}]',
+    ]);
+    await waitCondition("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns, "Ready", "True", undefined, 120_000);
+    await kubectl(["delete", "namespace", ns, "--timeout=180s"]);
+    expect(await domainNames(nodeA)).not.toContain(domain);
+    const images = JSON.parse(await rbd("ls", "--format", "json", "rbd")) as string[];
+    expect(images).not.toContain("acme.web-1-os");
+    // Retain is honoured even when the namespace goes.
+    expect(images).toContain("acme.web-1-data");
+    await rbd("rm", "rbd/acme.web-1-data");
+  }, 300_000);
+});
+
+/** Polls until `read()` returns `expected` (deep-equal), bounded. */
+async function waitFor<T>(read: () => Promise<T>, expected: T, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  while (Date.now() < deadline) {
+    last = await read().catch(() => undefined);
+    if (JSON.stringify(last) === JSON.stringify(expected)) return;
+    await sleep(500);
+  }
+  throw new Error(`expected ${JSON.stringify(expected)}, last saw ${JSON.stringify(last)}`);
+}

@@ -1,0 +1,116 @@
+import { waitFor } from "../env/proc.js";
+import { virsh, type LabNode } from "../env/lab.js";
+import { kubectl } from "./kube.js";
+
+export interface Condition {
+  type: string;
+  status: string;
+  reason: string;
+  message: string;
+}
+
+export interface Obj {
+  metadata: { name: string; namespace?: string; generation?: number; finalizers?: string[]; uid?: string };
+  spec: Record<string, unknown>;
+  status?: { observedGeneration?: number; phase?: string; conditions?: Condition[] } & Record<string, unknown>;
+}
+
+/** One object as JSON; undefined when it does not exist. */
+export async function getObject(resource: string, name: string, namespace?: string): Promise<Obj | undefined> {
+  const out = await kubectl([
+    "get",
+    resource,
+    name,
+    "-o",
+    "json",
+    "--ignore-not-found",
+    ...(namespace ? ["-n", namespace] : []),
+  ]);
+  return out.trim() ? (JSON.parse(out) as Obj) : undefined;
+}
+
+export const conditionOf = (o: Obj | undefined, type: string) => o?.status?.conditions?.find((c) => c.type === type);
+
+/** Waits until the object satisfies `check`; the failure message carries the last status seen. */
+export async function waitObject(
+  resource: string,
+  name: string,
+  namespace: string | undefined,
+  what: string,
+  check: (o: Obj | undefined) => boolean,
+  timeoutMs = 90_000,
+): Promise<Obj | undefined> {
+  let last: Obj | undefined;
+  try {
+    await waitFor(
+      `${resource}/${name} ${what}`,
+      async () => {
+        last = await getObject(resource, name, namespace);
+        return check(last) || undefined;
+      },
+      { timeoutMs, intervalMs: 500 },
+    );
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\nlast seen: ${JSON.stringify(last?.status ?? last ?? null)}`);
+  }
+  return last;
+}
+
+export const waitCondition = (
+  resource: string,
+  name: string,
+  namespace: string | undefined,
+  type: string,
+  status: string,
+  reason?: string,
+  timeoutMs?: number,
+) =>
+  waitObject(
+    resource,
+    name,
+    namespace,
+    `${type}=${status}${reason ? ` (${reason})` : ""}`,
+    (o) => {
+      const c = conditionOf(o, type);
+      return c?.status === status && (reason === undefined || c.reason === reason);
+    },
+    timeoutMs,
+  );
+
+/** Events recorded for one object, as `reason: message` lines. */
+export async function eventsOf(name: string, namespace = "default"): Promise<string[]> {
+  const out = await kubectl([
+    "get",
+    "events",
+    "-n",
+    namespace,
+    "--field-selector",
+    `involvedObject.name=${name}`,
+    "-o",
+    "json",
+  ]);
+  return (JSON.parse(out) as { items: { reason: string; message: string }[] }).items.map(
+    (e) => `${e.reason}: ${e.message}`,
+  );
+}
+
+export async function waitEvent(name: string, namespace: string | undefined, reason: string, timeoutMs = 60_000) {
+  return waitFor(
+    `event ${reason} on ${name}`,
+    async () => (await eventsOf(name, namespace)).find((e) => e.startsWith(`${reason}:`)),
+    { timeoutMs, intervalMs: 500 },
+  );
+}
+
+/** The domain's state on a node ("running", "shut off"), undefined when there is no such domain. */
+export async function domainState(node: LabNode, domain: string): Promise<string | undefined> {
+  const out = await virsh(node, "domstate", domain).catch(() => undefined);
+  return out?.stdout.trim();
+}
+
+export async function domainNames(node: LabNode): Promise<string[]> {
+  return (await virsh(node, "list", "--all", "--name")).stdout
+    .split("\n")
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
