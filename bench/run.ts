@@ -1,5 +1,6 @@
 import { performance } from "node:perf_hooks";
 import { components, up } from "../test/env/lab.js";
+import { agentBenchmark } from "./agent.js";
 import { hostBenchmark } from "./host.js";
 
 /**
@@ -14,6 +15,12 @@ const suites: Record<string, Suite> = {
   async host() {
     await up(["ceph", "libvirtd-kaktus-a"]);
     return hostBenchmark();
+  },
+
+  /** One agent converging, then deleting, a batch of Volumes and VirtualMachines. */
+  async agent() {
+    await up();
+    return agentBenchmark();
   },
 
   /** How long each lab component takes to start warm (state kept) and to stop. */

@@ -4,8 +4,16 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent, type LabAgent } from "../env/agents.js";
 import { controlPlane, libvirtDaemon, nodes, rbd, virsh } from "../env/lab.js";
-import { waitFor } from "../env/proc.js";
-import { domainNames, domainState, getObject, waitCondition, waitObject } from "../support/e2e.js";
+import { run, waitFor } from "../env/proc.js";
+import {
+  conditionOf,
+  domainNames,
+  domainState,
+  getObject,
+  waitCondition,
+  waitEvent,
+  waitObject,
+} from "../support/e2e.js";
 import { installCrds, kubectl } from "../support/kube.js";
 
 /**
@@ -207,4 +215,52 @@ describe("two agents, crashes and restarts", () => {
     expect(stopping.pid()).toBeUndefined();
     await stopping.start();
   }, 60_000);
+
+  it("reports a kernel that refuses a VLAN port as a condition and an Event, without a half-made port", async () => {
+    await apply({
+      apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
+      kind: "Bridge",
+      metadata: { name: "e2e-vlan" },
+      spec: {
+        bridgeName: "kbr-e2e-vlan",
+        nodeSelector: { matchLabels: { "kubernetes.io/hostname": nodeA.name } },
+        ports: [{ vlan: { parent: "eth1", id: 200 } }],
+      },
+    });
+    const bridge = await waitCondition("bridges.kaktus.kowabunga.cloud", "e2e-vlan", undefined, "Synced", "False");
+    expect(bridge?.status?.readyNodes).toBe("0/1");
+    expect(conditionOf(bridge, "Ready")?.status).toBe("False");
+    expect(conditionOf(bridge, "Synced")?.message).toMatch(/kaktus-a: create VLAN eth1\.200: .*Unknown device type/);
+    await waitEvent("e2e-vlan", "default", "Unsupported");
+    const links = JSON.parse((await run("ip", ["-n", nodeA.netns, "-j", "link", "show"])).stdout) as {
+      ifname: string;
+    }[];
+    expect(links.map((l) => l.ifname)).not.toContain("eth1.200");
+    await kubectl(["delete", "bridges.kaktus.kowabunga.cloud", "e2e-vlan", "--timeout=60s"]);
+  }, 60_000);
+
+  it("removes a Bridge only once no VM NIC on the node uses it, and says why it waits", async () => {
+    await kubectl(["delete", "bridges.kaktus.kowabunga.cloud", "e2e-br", "--wait=false"]);
+    const waiting = await waitObject(
+      "bridges.kaktus.kowabunga.cloud",
+      "e2e-br",
+      undefined,
+      "waiting for its VMs",
+      (o) =>
+        ((o?.status?.nodes as { message?: string }[] | undefined) ?? []).some((n) =>
+          /used by VirtualMachine/.test(n.message ?? ""),
+        ),
+    );
+    expect(waiting?.status?.phase).toBe("Terminating");
+    await waitEvent("e2e-br", "default", "InUse");
+    for (const node of nodes) expect(await linkNames(node.netns)).toContain("kbr-e2e");
+    await kubectl(["delete", "-n", ns, kvm, "--all", "--timeout=90s"]);
+    await waitObject("bridges.kaktus.kowabunga.cloud", "e2e-br", undefined, "gone", (o) => o === undefined, 60_000);
+    for (const node of nodes) expect(await linkNames(node.netns)).not.toContain("kbr-e2e");
+  }, 180_000);
 });
+
+const linkNames = async (netns: string) =>
+  (JSON.parse((await run("ip", ["-n", netns, "-j", "link", "show"])).stdout) as { ifname: string }[]).map(
+    (l) => l.ifname,
+  );

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
@@ -44,6 +44,7 @@ export class LocalCloudInitMedia implements CloudInitMedia {
     );
     if (present && previous === digest) return { path: iso, written: false };
     await mkdir(this.dir, { recursive: true });
+    await this.removeWorkDirs(name);
     const work = await mkdtemp(join(this.dir, `.${name}-`));
     try {
       const file = (n: string, text: string) =>
@@ -64,5 +65,13 @@ export class LocalCloudInitMedia implements CloudInitMedia {
     const { iso, hash } = this.paths(name);
     await rm(iso, { force: true });
     await rm(hash, { force: true });
+    await this.removeWorkDirs(name);
+  }
+
+  /** Work folders a killed agent left behind (one name is never built twice at once). */
+  private async removeWorkDirs(name: string): Promise<void> {
+    const entries = await readdir(this.dir).catch(() => [] as string[]);
+    for (const entry of entries.filter((e) => e.startsWith(`.${name}-`)))
+      await rm(join(this.dir, entry), { recursive: true, force: true });
   }
 }
