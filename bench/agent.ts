@@ -2,6 +2,7 @@ import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { labAgent } from "../test/env/agents.js";
 import { nodes } from "../test/env/lab.js";
+import { applyObjects, kvm, kvol, waitReady } from "../test/support/e2e.js";
 import { installCrds, kubectl } from "../test/support/kube.js";
 
 /**
@@ -47,25 +48,9 @@ export async function agentBenchmark(volumes = 30, vms = 15): Promise<Record<str
         },
       })),
     ];
-    await kubectl(["apply", "--server-side", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items }));
-    await kubectl([
-      "wait",
-      "--for=condition=Ready",
-      "--timeout=600s",
-      "-n",
-      ns,
-      "volumes.kaktus.kowabunga.cloud",
-      "--all",
-    ]);
-    await kubectl([
-      "wait",
-      "--for=condition=Ready",
-      "--timeout=600s",
-      "-n",
-      ns,
-      "virtualmachines.kaktus.kowabunga.cloud",
-      "--all",
-    ]);
+    await applyObjects(...items);
+    await waitReady(kvol, ns);
+    await waitReady(kvm, ns);
     const convergeSeconds = (performance.now() - started) / 1000;
     await sleep(2_000);
     const after = await counters(agent);

@@ -13,6 +13,10 @@ import {
   waitCondition,
   waitEvent,
   waitObject,
+  applyObjects,
+  kbr,
+  kvm,
+  kvol,
 } from "../support/e2e.js";
 import { installCrds, kubectl } from "../support/kube.js";
 
@@ -29,11 +33,7 @@ const agents = [
 ] as const;
 const [agentA] = agents;
 const ns = "e2e-agents";
-const kvm = "virtualmachines.kaktus.kowabunga.cloud";
-const kvol = "volumes.kaktus.kowabunga.cloud";
-
-const apply = (...objects: object[]) =>
-  kubectl(["apply", "--server-side", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: objects }));
+const apply = applyObjects;
 
 /** A small diskless BIOS guest on the test bridge: enough for QEMU to run and libvirt to manage. */
 const vm = (name: string, node: string, extra: Record<string, unknown> = {}) => ({
@@ -90,21 +90,13 @@ describe("two agents, crashes and restarts", () => {
       metadata: { name: "e2e-br" },
       spec: { bridgeName: "kbr-e2e" },
     });
-    await waitObject(
-      "bridges.kaktus.kowabunga.cloud",
-      "e2e-br",
-      undefined,
-      "ready on both nodes",
-      (o) => o?.status?.readyNodes === "2/2",
-    );
+    await waitObject(kbr, "e2e-br", undefined, "ready on both nodes", (o) => o?.status?.readyNodes === "2/2");
   }, 300_000);
 
   afterAll(async () => {
     await Promise.all(agents.map((a) => a.start().catch(() => undefined)));
     await kubectl(["delete", "namespace", ns, "--ignore-not-found", "--timeout=180s"]).catch(() => undefined);
-    await kubectl(["delete", "bridges.kaktus.kowabunga.cloud", "e2e-br", "--ignore-not-found", "--timeout=60s"]).catch(
-      () => undefined,
-    );
+    await kubectl(["delete", kbr, "e2e-br", "--ignore-not-found", "--timeout=60s"]).catch(() => undefined);
     await Promise.all(agents.map((a) => a.stop()));
   }, 300_000);
 
@@ -227,7 +219,7 @@ describe("two agents, crashes and restarts", () => {
         ports: [{ vlan: { parent: "eth1", id: 200 } }],
       },
     });
-    const bridge = await waitCondition("bridges.kaktus.kowabunga.cloud", "e2e-vlan", undefined, "Synced", "False");
+    const bridge = await waitCondition(kbr, "e2e-vlan", undefined, "Synced", "False");
     expect(bridge?.status?.readyNodes).toBe("0/1");
     expect(conditionOf(bridge, "Ready")?.status).toBe("False");
     expect(conditionOf(bridge, "Synced")?.message).toMatch(/kaktus-a: create VLAN eth1\.200: .*Unknown device type/);
@@ -236,26 +228,21 @@ describe("two agents, crashes and restarts", () => {
       ifname: string;
     }[];
     expect(links.map((l) => l.ifname)).not.toContain("eth1.200");
-    await kubectl(["delete", "bridges.kaktus.kowabunga.cloud", "e2e-vlan", "--timeout=60s"]);
+    await kubectl(["delete", kbr, "e2e-vlan", "--timeout=60s"]);
   }, 60_000);
 
   it("removes a Bridge only once no VM NIC on the node uses it, and says why it waits", async () => {
-    await kubectl(["delete", "bridges.kaktus.kowabunga.cloud", "e2e-br", "--wait=false"]);
-    const waiting = await waitObject(
-      "bridges.kaktus.kowabunga.cloud",
-      "e2e-br",
-      undefined,
-      "waiting for its VMs",
-      (o) =>
-        ((o?.status?.nodes as { message?: string }[] | undefined) ?? []).some((n) =>
-          /used by VirtualMachine/.test(n.message ?? ""),
-        ),
+    await kubectl(["delete", kbr, "e2e-br", "--wait=false"]);
+    const waiting = await waitObject(kbr, "e2e-br", undefined, "waiting for its VMs", (o) =>
+      ((o?.status?.nodes as { message?: string }[] | undefined) ?? []).some((n) =>
+        /used by VirtualMachine/.test(n.message ?? ""),
+      ),
     );
     expect(waiting?.status?.phase).toBe("Terminating");
     await waitEvent("e2e-br", "default", "InUse");
     for (const node of nodes) expect(await linkNames(node.netns)).toContain("kbr-e2e");
     await kubectl(["delete", "-n", ns, kvm, "--all", "--timeout=90s"]);
-    await waitObject("bridges.kaktus.kowabunga.cloud", "e2e-br", undefined, "gone", (o) => o === undefined, 60_000);
+    await waitObject(kbr, "e2e-br", undefined, "gone", (o) => o === undefined, 60_000);
     for (const node of nodes) expect(await linkNames(node.netns)).not.toContain("kbr-e2e");
   }, 180_000);
 });

@@ -11,6 +11,12 @@ import {
   waitCondition,
   waitEvent,
   waitObject,
+  applyObjects,
+  kbr,
+  kvm,
+  kvol,
+  patchObject,
+  waitReady,
 } from "../support/e2e.js";
 import { installCrds, kubectl } from "../support/kube.js";
 
@@ -33,7 +39,7 @@ const total = async (metric: string) =>
 
 async function cleanSlate(): Promise<void> {
   await kubectl(["delete", "namespace", ns, "--ignore-not-found", "--timeout=180s"]);
-  await kubectl(["delete", "bridges.kaktus.kowabunga.cloud", "br0", "br100", "--ignore-not-found", "--timeout=60s"]);
+  await kubectl(["delete", kbr, "br0", "br100", "--ignore-not-found", "--timeout=60s"]);
 }
 
 describe("the examples, reconciled by two agents", () => {
@@ -50,43 +56,22 @@ describe("the examples, reconciled by two agents", () => {
 
   it("applies the examples: every object Ready, at its generation, the domain running on RBD and bridges", async () => {
     await kubectl(["apply", "--server-side", "-f", "examples/"]);
-    await kubectl([
-      "wait",
-      "--for=condition=Ready",
-      "--timeout=180s",
-      "bridges.kaktus.kowabunga.cloud/br0",
-      "bridges.kaktus.kowabunga.cloud/br100",
-    ]);
-    await kubectl([
-      "wait",
-      "--for=condition=Ready",
-      "--timeout=180s",
-      "-n",
-      ns,
-      "volumes.kaktus.kowabunga.cloud/web-1-os",
-      "volumes.kaktus.kowabunga.cloud/web-1-data",
-    ]);
-    await kubectl([
-      "wait",
-      "--for=condition=Ready",
-      "--timeout=180s",
-      "-n",
-      ns,
-      "virtualmachines.kaktus.kowabunga.cloud/web-1",
-    ]);
+    await waitReady(kbr, undefined, "br0", "br100");
+    await waitReady(kvol, ns, "web-1-os", "web-1-data");
+    await waitReady(kvm, ns, "web-1");
     for (const [resource, name, namespace] of [
-      ["bridges.kaktus.kowabunga.cloud", "br0", undefined],
-      ["bridges.kaktus.kowabunga.cloud", "br100", undefined],
-      ["volumes.kaktus.kowabunga.cloud", "web-1-os", ns],
-      ["volumes.kaktus.kowabunga.cloud", "web-1-data", ns],
-      ["virtualmachines.kaktus.kowabunga.cloud", "web-1", ns],
+      [kbr, "br0", undefined],
+      [kbr, "br100", undefined],
+      [kvol, "web-1-os", ns],
+      [kvol, "web-1-data", ns],
+      [kvm, "web-1", ns],
     ] as const) {
       const o = await getObject(resource, name, namespace);
       expect(o?.status?.observedGeneration, `${resource}/${name}`).toBe(o?.metadata.generation);
       expect(conditionOf(o, "Ready")?.status, `${resource}/${name}`).toBe("True");
     }
-    expect((await getObject("bridges.kaktus.kowabunga.cloud", "br0"))?.status?.readyNodes).toBe("2/2");
-    expect((await getObject("bridges.kaktus.kowabunga.cloud", "br100"))?.status?.readyNodes).toBe("1/1");
+    expect((await getObject(kbr, "br0"))?.status?.readyNodes).toBe("2/2");
+    expect((await getObject(kbr, "br100"))?.status?.readyNodes).toBe("1/1");
 
     expect(await domainState(nodeA, domain)).toBe("running");
     expect(await domainNames(nodeB)).not.toContain(domain);
@@ -97,7 +82,7 @@ describe("the examples, reconciled by two agents", () => {
     expect(xml).toMatch(/<source bridge='br100'\/>/);
     expect(xml).toContain("<mac address='52:54:00:12:34:56'/>");
     // The generated MAC and the UUID are in status, and they are the domain's.
-    const vm = await getObject("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns);
+    const vm = await getObject(kvm, "web-1", ns);
     const status = vm?.status as { domainUUID: string; interfaces: { name: string; mac: string }[] };
     expect(xml).toContain(`<uuid>${status.domainUUID}</uuid>`);
     expect(xml).toContain(`<mac address='${status.interfaces.find((i) => i.name === "public")?.mac}'/>`);
@@ -132,17 +117,9 @@ describe("the examples, reconciled by two agents", () => {
   }, 120_000);
 
   it("grows a Volume in use live: QEMU grows the image and the guest's disk", async () => {
-    await kubectl([
-      "patch",
-      "-n",
-      ns,
-      "volumes.kaktus.kowabunga.cloud/web-1-data",
-      "--type=merge",
-      "-p",
-      '{"spec":{"size":"110Gi"}}',
-    ]);
+    await patchObject(kvol, "web-1-data", ns, { spec: { size: "110Gi" } });
     await waitObject(
-      "volumes.kaktus.kowabunga.cloud",
+      kvol,
       "web-1-data",
       ns,
       "capacity 110Gi and Ready",
@@ -159,17 +136,11 @@ describe("the examples, reconciled by two agents", () => {
 
   it("adds a NIC live, without restarting the domain", async () => {
     const id = (await virsh(nodeA, "domid", domain)).stdout.trim();
-    await kubectl([
-      "patch",
-      "-n",
-      ns,
-      "virtualmachines.kaktus.kowabunga.cloud/web-1",
-      "--type=json",
-      "-p",
-      '[{"op":"add","path":"/spec/interfaces/-","value":{"name":"extra","bridgeRef":"br0"}}]',
+    await patchObject(kvm, "web-1", ns, [
+      { op: "add", path: "/spec/interfaces/-", value: { name: "extra", bridgeRef: "br0" } },
     ]);
     await waitObject(
-      "virtualmachines.kaktus.kowabunga.cloud",
+      kvm,
       "web-1",
       ns,
       "3 NICs in status",
@@ -181,22 +152,12 @@ describe("the examples, reconciled by two agents", () => {
     const live = (await virsh(nodeA, "domiflist", domain)).stdout;
     expect(live.split("\n").filter((l) => /vnet\d+/.test(l))).toHaveLength(3);
     expect((await virsh(nodeA, "domid", domain)).stdout.trim()).toBe(id);
-    expect(
-      conditionOf(await getObject("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns), "RestartRequired")?.status,
-    ).toBe("False");
+    expect(conditionOf(await getObject(kvm, "web-1", ns), "RestartRequired")?.status).toBe("False");
   }, 120_000);
 
   it("changes memory: RestartRequired until a restart; Halted shuts down (a guest ignoring ACPI is destroyed after its grace period)", async () => {
-    await kubectl([
-      "patch",
-      "-n",
-      ns,
-      "virtualmachines.kaktus.kowabunga.cloud/web-1",
-      "--type=merge",
-      "-p",
-      '{"spec":{"memory":"2Gi","shutdownGracePeriodSeconds":5}}',
-    ]);
-    const vm = await waitCondition("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns, "RestartRequired", "True");
+    await patchObject(kvm, "web-1", ns, { spec: { memory: "2Gi", shutdownGracePeriodSeconds: 5 } });
+    const vm = await waitCondition(kvm, "web-1", ns, "RestartRequired", "True");
     expect(conditionOf(vm, "RestartRequired")?.message).toContain("memory");
     expect((await virsh(nodeA, "dumpxml", "--inactive", domain)).stdout).toContain(
       "<memory unit='KiB'>2097152</memory>",
@@ -205,49 +166,17 @@ describe("the examples, reconciled by two agents", () => {
 
     // The guest has no OS: it ignores the ACPI request, so the grace period ends in a destroy.
     const halting = Date.now();
-    await kubectl([
-      "patch",
-      "-n",
-      ns,
-      "virtualmachines.kaktus.kowabunga.cloud/web-1",
-      "--type=merge",
-      "-p",
-      '{"spec":{"runStrategy":"Halted"}}',
-    ]);
-    await waitCondition(
-      "virtualmachines.kaktus.kowabunga.cloud",
-      "web-1",
-      ns,
-      "Ready",
-      "False",
-      "ShuttingDown",
-      30_000,
-    );
-    const stopped = await waitCondition(
-      "virtualmachines.kaktus.kowabunga.cloud",
-      "web-1",
-      ns,
-      "Ready",
-      "True",
-      "Destroyed",
-      60_000,
-    );
+    await patchObject(kvm, "web-1", ns, { spec: { runStrategy: "Halted" } });
+    await waitCondition(kvm, "web-1", ns, "Ready", "False", "ShuttingDown", 30_000);
+    const stopped = await waitCondition(kvm, "web-1", ns, "Ready", "True", "Destroyed", 60_000);
     expect(Date.now() - halting).toBeGreaterThanOrEqual(5_000);
     expect(conditionOf(stopped, "Ready")?.message).toMatch(/did not shut down within 5 s/);
     expect(stopped?.status?.phase).toBe("Stopped");
     expect(await domainState(nodeA, domain)).toBe("shut off");
     await waitEvent("web-1", ns, "Destroyed");
 
-    await kubectl([
-      "patch",
-      "-n",
-      ns,
-      "virtualmachines.kaktus.kowabunga.cloud/web-1",
-      "--type=merge",
-      "-p",
-      '{"spec":{"runStrategy":"Always"}}',
-    ]);
-    await waitCondition("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns, "RestartRequired", "False");
+    await patchObject(kvm, "web-1", ns, { spec: { runStrategy: "Always" } });
+    await waitCondition(kvm, "web-1", ns, "RestartRequired", "False");
     expect(await domainState(nodeA, domain)).toBe("running");
     expect((await virsh(nodeA, "dominfo", domain)).stdout).toMatch(/Max memory:\s+2097152 KiB/);
   }, 180_000);
@@ -260,7 +189,7 @@ describe("the examples, reconciled by two agents", () => {
     await virsh(nodeA, "undefine", "--nvram", domain);
     await waitFor(() => domainState(nodeA, domain), "running");
     await waitEvent("web-1", ns, "DomainRecreated");
-    const vm = await getObject("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns);
+    const vm = await getObject(kvm, "web-1", ns);
     expect((await virsh(nodeA, "domuuid", domain)).stdout.trim()).toBe(
       (vm?.status as { domainUUID: string }).domainUUID,
     );
@@ -277,20 +206,17 @@ describe("the examples, reconciled by two agents", () => {
       return ports.some((p) => p.ifname === "eth1");
     }, true);
     await waitEvent("br0", "default", "Recreated");
-    await waitCondition("bridges.kaktus.kowabunga.cloud", "br0", undefined, "Ready", "True");
+    await waitCondition(kbr, "br0", undefined, "Ready", "True");
   }, 120_000);
 
   it("repairs an image shrunk behind its back", async () => {
-    await kubectl(
-      ["apply", "--server-side", "-f", "-"],
-      JSON.stringify({
-        apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
-        kind: "Volume",
-        metadata: { name: "scratch", namespace: ns },
-        spec: { pool: "rbd", size: "1Gi" },
-      }),
-    );
-    await waitCondition("volumes.kaktus.kowabunga.cloud", "scratch", ns, "Ready", "True");
+    await applyObjects({
+      apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
+      kind: "Volume",
+      metadata: { name: "scratch", namespace: ns },
+      spec: { pool: "rbd", size: "1Gi" },
+    });
+    await waitCondition(kvol, "scratch", ns, "Ready", "True");
     await rbd("resize", "--allow-shrink", "--size", "512M", "rbd/acme.scratch");
     // No host event for RBD: the 30 s resync finds it.
     await waitFor(() => imageSize("rbd/acme.scratch"), 2 ** 30, 90_000);
@@ -298,21 +224,21 @@ describe("the examples, reconciled by two agents", () => {
   }, 120_000);
 
   it("deletes: a Volume in use waits for its VM, the VM's domain goes, Retain keeps its image", async () => {
-    await kubectl(["delete", "-n", ns, "volumes.kaktus.kowabunga.cloud/web-1-os", "--wait=false"]);
-    const waiting = await waitCondition("volumes.kaktus.kowabunga.cloud", "web-1-os", ns, "Ready", "False", "InUse");
+    await kubectl(["delete", "-n", ns, `${kvol}/web-1-os`, "--wait=false"]);
+    const waiting = await waitCondition(kvol, "web-1-os", ns, "Ready", "False", "InUse");
     expect(conditionOf(waiting, "Ready")?.message).toContain("web-1");
     expect(JSON.parse(await rbd("ls", "--format", "json", "rbd"))).toContain("acme.web-1-os");
 
-    await kubectl(["delete", "-n", ns, "virtualmachines.kaktus.kowabunga.cloud/web-1", "--timeout=90s"]);
+    await kubectl(["delete", "-n", ns, `${kvm}/web-1`, "--timeout=90s"]);
     expect(await domainNames(nodeA)).not.toContain(domain);
     // Its Volume follows now that nothing uses it.
-    await waitObject("volumes.kaktus.kowabunga.cloud", "web-1-os", ns, "gone", (o) => o === undefined);
+    await waitObject(kvol, "web-1-os", ns, "gone", (o) => o === undefined);
     await waitFor(
       async () => (JSON.parse(await rbd("ls", "--format", "json", "rbd")) as string[]).includes("acme.web-1-os"),
       false,
     );
 
-    await kubectl(["delete", "-n", ns, "volumes.kaktus.kowabunga.cloud/web-1-data", "--timeout=60s"]);
+    await kubectl(["delete", "-n", ns, `${kvol}/web-1-data`, "--timeout=60s"]);
     expect(JSON.parse(await rbd("ls", "--format", "json", "rbd"))).toContain("acme.web-1-data");
     await waitEvent("web-1-data", ns, "Retained");
     await rbd("rm", "rbd/acme.web-1-data");
@@ -320,11 +246,11 @@ describe("the examples, reconciled by two agents", () => {
 
   it("never leaves a finalizer behind when the host object is already gone", async () => {
     await rbd("rm", "rbd/acme.scratch");
-    await kubectl(["delete", "-n", ns, "volumes.kaktus.kowabunga.cloud/scratch", "--timeout=60s"]);
+    await kubectl(["delete", "-n", ns, `${kvol}/scratch`, "--timeout=60s"]);
     await ipA("link", "del", "br100");
-    await kubectl(["delete", "bridges.kaktus.kowabunga.cloud/br100", "--timeout=60s"]);
-    expect(await getObject("volumes.kaktus.kowabunga.cloud", "scratch", ns)).toBeUndefined();
-    expect(await getObject("bridges.kaktus.kowabunga.cloud", "br100")).toBeUndefined();
+    await kubectl(["delete", `${kbr}/br100`, "--timeout=60s"]);
+    expect(await getObject(kvol, "scratch", ns)).toBeUndefined();
+    expect(await getObject(kbr, "br100")).toBeUndefined();
   }, 120_000);
 
   it("deleting the namespace removes its VMs, domains and images", async () => {
@@ -339,16 +265,11 @@ describe("the examples, reconciled by two agents", () => {
       "examples/30-virtualmachine.yaml",
     ]);
     // br100 was deleted above: the VM only needs br0 here; a short grace period (the guest ignores ACPI).
-    await kubectl([
-      "patch",
-      "-n",
-      ns,
-      "virtualmachines.kaktus.kowabunga.cloud/web-1",
-      "--type=json",
-      "-p",
-      '[{"op":"remove","path":"/spec/interfaces/1"},{"op":"add","path":"/spec/shutdownGracePeriodSeconds","value":3}]',
+    await patchObject(kvm, "web-1", ns, [
+      { op: "remove", path: "/spec/interfaces/1" },
+      { op: "add", path: "/spec/shutdownGracePeriodSeconds", value: 3 },
     ]);
-    await waitCondition("virtualmachines.kaktus.kowabunga.cloud", "web-1", ns, "Ready", "True", undefined, 120_000);
+    await waitCondition(kvm, "web-1", ns, "Ready", "True", undefined, 120_000);
     await kubectl(["delete", "namespace", ns, "--timeout=180s"]);
     expect(await domainNames(nodeA)).not.toContain(domain);
     const images = JSON.parse(await rbd("ls", "--format", "json", "rbd")) as string[];

@@ -114,3 +114,32 @@ export async function domainNames(node: LabNode): Promise<string[]> {
     .map((s) => s.trim())
     .filter(Boolean);
 }
+
+export const kvm = "virtualmachines.kaktus.kowabunga.cloud";
+export const kvol = "volumes.kaktus.kowabunga.cloud";
+export const kbr = "bridges.kaktus.kowabunga.cloud";
+
+/** Server-side apply of objects built in the test. */
+export const applyObjects = (...objects: object[]) =>
+  kubectl(["apply", "--server-side", "-f", "-"], JSON.stringify({ apiVersion: "v1", kind: "List", items: objects }));
+
+/** A merge patch (an object) or a JSON patch (a list of operations) of one object's spec. */
+export const patchObject = (resource: string, name: string, namespace: string | undefined, patch: object) =>
+  kubectl([
+    "patch",
+    ...(namespace ? ["-n", namespace] : []),
+    `${resource}/${name}`,
+    `--type=${Array.isArray(patch) ? "json" : "merge"}`,
+    "-p",
+    JSON.stringify(patch),
+  ]);
+
+/** `kubectl wait --for=condition=Ready` on the named objects (or --all). */
+export const waitReady = (resource: string, namespace: string | undefined, ...names: string[]) =>
+  kubectl([
+    "wait",
+    "--for=condition=Ready",
+    "--timeout=180s",
+    ...(namespace ? ["-n", namespace] : []),
+    ...(names.length ? names.map((n) => `${resource}/${n}`) : [resource, "--all"]),
+  ]);

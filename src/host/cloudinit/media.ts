@@ -71,7 +71,9 @@ export class LocalCloudInitMedia implements CloudInitMedia {
   /** Work folders a killed agent left behind (one name is never built twice at once). */
   private async removeWorkDirs(name: string): Promise<void> {
     const entries = await readdir(this.dir).catch(() => [] as string[]);
-    for (const entry of entries.filter((e) => e.startsWith(`.${name}-`)))
+    // mkdtemp adds exactly six characters: ".NAME-XXXXXX" never matches another VM's folder.
+    const mine = (e: string) => e.length === name.length + 8 && e.startsWith(`.${name}-`);
+    for (const entry of entries.filter(mine))
       await rm(join(this.dir, entry), { recursive: true, force: true });
   }
 }
