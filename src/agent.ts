@@ -9,6 +9,7 @@ import type { Volume } from "./api/volume.js";
 import { reconcileBridge, type NodeLabels } from "./controllers/bridge.js";
 import { reconcileVirtualMachine } from "./controllers/virtualmachine.js";
 import { reconcileVolume, type PoolPolicy } from "./controllers/volume.js";
+import { domainKey } from "./domain/desired.js";
 import type { NodeFacts } from "./domain/model.js";
 import { LinuxBridges, type BridgeHost } from "./host/bridge/bridges.js";
 import { LocalCloudInitMedia } from "./host/cloudinit/media.js";
@@ -240,7 +241,7 @@ export class Agent {
     this.unsubscribe.push(
       this.hypervisor.onEvent((e) => {
         if (e.type === "lifecycle") {
-          const key = keyOfDomain(e.name);
+          const key = domainKey(e.name);
           if (key) this.vmController.enqueue(key);
           return;
         }
@@ -267,7 +268,7 @@ export class Agent {
   private async sweep(): Promise<void> {
     try {
       for (const d of await this.hypervisor.listDomains()) {
-        const key = keyOfDomain(d.name);
+        const key = domainKey(d.name);
         if (key) this.vmController.enqueue(key);
       }
     } catch (err) {
@@ -372,12 +373,6 @@ export class Agent {
 }
 
 const vmKey = (o: KubeObject) => `${o.metadata.namespace}/${o.metadata.name}`;
-
-/** NAMESPACE_NAME back to NAMESPACE/NAME; undefined for domains the operator does not name. */
-function keyOfDomain(domain: string): string | undefined {
-  const m = /^([a-z0-9-]{1,63})_([a-z0-9.-]{1,253})$/.exec(domain);
-  return m ? `${m[1]}/${m[2]}` : undefined;
-}
 
 /** A stable UUID (RFC 4122 layout, name-based) so every agent restart finds the same libvirt secret. */
 function uuidFrom(name: string): string {

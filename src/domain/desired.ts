@@ -20,6 +20,12 @@ export interface ResolvedVm {
 /** libvirt domain names are per node; "_" cannot occur in namespace or object names, so this never collides. */
 export const domainName = (namespace: string, name: string) => `${namespace}_${name}`;
 
+/** The object key ("namespace/name") a domain name stands for; undefined for domains not named by the operator. */
+export function domainKey(domain: string): string | undefined {
+  const m = /^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)_([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$/.exec(domain);
+  return m ? `${m[1]}/${m[3]}` : undefined;
+}
+
 const targetPrefix: Record<DiskModel["bus"], string> = { virtio: "vd", scsi: "sd", sata: "sd" };
 /** vda, vdb, … vdz, vdaa: the kernel's own naming. */
 function targetName(prefix: string, index: number): string {

@@ -73,7 +73,6 @@ export class LocalCloudInitMedia implements CloudInitMedia {
     const entries = await readdir(this.dir).catch(() => [] as string[]);
     // mkdtemp adds exactly six characters: ".NAME-XXXXXX" never matches another VM's folder.
     const mine = (e: string) => e.length === name.length + 8 && e.startsWith(`.${name}-`);
-    for (const entry of entries.filter(mine))
-      await rm(join(this.dir, entry), { recursive: true, force: true });
+    for (const entry of entries.filter(mine)) await rm(join(this.dir, entry), { recursive: true, force: true });
   }
 }
