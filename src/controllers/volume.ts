@@ -5,7 +5,7 @@ import type { VirtualMachine } from "../api/virtualmachine.js";
 import { RbdError } from "../host/rbd/errors.js";
 import type { BlockStore } from "../host/rbd/client.js";
 import type { ResourceClient } from "../runtime/client.js";
-import { isTrue, setCondition, type ConditionInput } from "../runtime/conditions.js";
+import { condition, isTrue, setConditions, type ConditionInput } from "../runtime/conditions.js";
 import { TerminalError, type Action } from "../runtime/controller.js";
 import type { EventRecorder } from "../runtime/events.js";
 import { addFinalizerPatch, removeFinalizerPatch } from "../runtime/finalizers.js";
@@ -197,30 +197,22 @@ interface Report {
 /** Rebuilds status from what was observed and writes it only if it changed. */
 async function report(volume: Volume, key: string, ctx: VolumeContext, r: Report): Promise<void> {
   const generation = volume.metadata.generation;
-  let conditions = volume.status?.conditions;
-  if (r.ready)
-    conditions = setCondition(
-      conditions,
-      { type: "Ready", status: r.ready[0], reason: r.ready[1], message: r.ready[2] },
-      generation,
-    );
-  if (r.synced)
-    conditions = setCondition(
-      conditions,
-      { type: "Synced", status: r.synced[0], reason: r.synced[1], message: r.synced[2] },
-      generation,
-    );
-  if (r.synced?.[0] === "False")
-    conditions = setCondition(
-      conditions,
-      { type: "Ready", status: "False", reason: r.synced[1], message: r.synced[2] },
-      generation,
-    );
+  const asCondition = (type: string, c: Report["ready"]) => c && condition(type, c[0], c[1], c[2]);
+  const conditions = setConditions(
+    volume.status?.conditions,
+    [
+      asCondition("Ready", r.ready),
+      asCondition("Synced", r.synced),
+      // A failed sync makes the Volume not Ready, for the same reason.
+      r.synced?.[0] === "False" ? asCondition("Ready", r.synced) : undefined,
+    ],
+    generation,
+  );
   const status: VolumeStatus = {
     ...volume.status,
     ...(generation !== undefined ? { observedGeneration: generation } : {}),
     phase: r.phase,
-    ...(conditions ? { conditions } : {}),
+    conditions,
     ...(r.image ? { image: r.image } : {}),
     ...(r.capacity ? { capacity: r.capacity } : {}),
     ...(r.watchers !== undefined ? { watchers: r.watchers } : {}),

@@ -75,9 +75,29 @@ export class ResourceClient<T> {
         : this.api.patchClusterCustomObject({ ...t, body }, jsonPatch))) as T;
     } catch (err) {
       const code = (err as { code?: number }).code;
-      // 422 from a failed `test` op, 409 from a resourceVersion precondition: both mean "changed meanwhile".
-      if (code === 409 || code === 422) throw new ConflictError(`${key} changed since it was read`);
+      // 409 from a resourceVersion precondition, 422 from a failed `test` op: both mean "changed meanwhile".
+      // Any other 422 is a write the API refuses (an invalid status): that must surface, not be retried quietly.
+      // (A failed `test` comes back as the bare "rejected our request" message, without field causes.)
+      if (
+        code === 409 ||
+        (code === 422 && /rejected our request due to an error in our request$/.test(apiMessage(err)))
+      )
+        throw new ConflictError(`${key} changed since it was read`);
+      // Deleted meanwhile: there is nothing left to patch.
+      if (code === 404) return undefined;
       throw err;
     }
   }
+}
+
+/** The apiserver's own message in a client-node ApiException (its body is a Status), else the error text. */
+export function apiMessage(err: unknown): string {
+  const body = (err as { body?: unknown }).body;
+  try {
+    const status = (typeof body === "string" ? JSON.parse(body) : body) as { message?: string } | undefined;
+    if (status?.message) return `${(err as { code?: number }).code ?? ""} ${status.message}`.trim();
+  } catch {
+    // not JSON: fall through
+  }
+  return err instanceof Error ? err.message : String(err);
 }

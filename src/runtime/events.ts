@@ -1,6 +1,7 @@
 import * as k8s from "@kubernetes/client-node";
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
+import { apiMessage } from "./client.js";
 
 export interface EventTarget {
   apiVersion: string;
@@ -48,6 +49,12 @@ export class EventRecorder {
 
   async record(target: EventTarget, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
     const now = Date.now();
+    const { namespace: ns, name } = target.metadata;
+    // Every Event is also a log line with the object's key: the log tells the same story.
+    this.log[type === "Warning" ? "warn" : "info"](
+      { key: ns ? `${ns}/${name}` : name, kind: target.kind, reason },
+      message,
+    );
     const id = `${target.metadata.uid ?? target.metadata.name}\u0000${type}\u0000${reason}\u0000${message}`;
     const existing = this.series.get(id);
     try {
@@ -95,7 +102,7 @@ export class EventRecorder {
         },
       });
     } catch (err) {
-      this.log.warn({ err, reason }, "could not record an event");
+      this.log.warn({ reason, error: apiMessage(err) }, "could not record an event");
     }
   }
 

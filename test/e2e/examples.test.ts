@@ -176,7 +176,9 @@ describe("the examples, reconciled by two agents", () => {
     await waitEvent("web-1", ns, "Destroyed");
 
     await patchObject(kvm, "web-1", ns, { spec: { runStrategy: "Always" } });
-    await waitCondition(kvm, "web-1", ns, "RestartRequired", "False");
+    const running = await waitCondition(kvm, "web-1", ns, "Ready", "True", "Running");
+    expect(conditionOf(running, "RestartRequired")?.status).toBe("False");
+    expect(running?.status?.observedGeneration).toBe(running?.metadata.generation);
     expect(await domainState(nodeA, domain)).toBe("running");
     expect((await virsh(nodeA, "dominfo", domain)).stdout).toMatch(/Max memory:\s+2097152 KiB/);
   }, 180_000);
