@@ -125,7 +125,9 @@ describe("two agents, crashes and restarts", () => {
       },
     );
     const handover = Date.now() - killed;
-    console.log(`[figure] Volume lease taken over ${handover} ms after the leader was killed (lease ${leaseSeconds} s)`);
+    console.log(
+      `[figure] Volume lease taken over ${handover} ms after the leader was killed (lease ${leaseSeconds} s)`,
+    );
     await waitCondition(kvol, "after-leader-died", ns, "Ready", "True", undefined, 30_000);
     // The lease expires at most leaseSeconds after the last renewal; the follower retries every second or so.
     expect(handover).toBeLessThanOrEqual((leaseSeconds + 2) * 1000);

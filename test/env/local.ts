@@ -33,9 +33,11 @@ export async function runLocal(printEndpoints: () => void): Promise<void> {
     // Bounded: the local run ends on a signal, at the latest after a week of 5 s polls.
     for (let i = 0; i < 7 * 24 * 720 && !stopRequested; i++) {
       const summary = await kubectl(["get", "kaktus", "-A"]).catch((err: Error) => `(cannot list: ${err.message})`);
-      if (summary !== last) {
+      // Printed when something other than the AGE column changed.
+      const shape = summary.replace(/\s+\S+$/gm, "");
+      if (shape !== last) {
         console.log(`--- ${new Date().toISOString()}\n${summary.trimEnd()}\n`);
-        last = summary;
+        last = shape;
       }
       await Promise.race([stop, sleep(5_000)]);
     }
