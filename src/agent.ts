@@ -20,7 +20,7 @@ import { Metrics } from "./metrics.js";
 import { ResourceClient } from "./runtime/client.js";
 import { Controller, type Reconcile } from "./runtime/controller.js";
 import { EventRecorder } from "./runtime/events.js";
-import { Informer, type KubeObject } from "./runtime/informer.js";
+import { Informer, objectKey, type KubeObject } from "./runtime/informer.js";
 import { LeaderElector } from "./runtime/leader.js";
 
 export interface AgentConfig {
@@ -71,8 +71,9 @@ export class Agent {
   private readonly shutdownDeadlines = new Map<string, number>();
   private readonly unsubscribe: (() => void)[] = [];
   private facts: Promise<NodeFacts> | undefined;
-  private nodeLabelsSeen = new Map<string, string>();
-  libvirtConnected = true;
+  private readonly nodeLabelsSeen = new Map<string, string>();
+  private synced = false;
+  private libvirtConnected = true;
 
   constructor(private readonly config: AgentConfig) {
     const kc = config.kubeConfig;
@@ -192,16 +193,16 @@ export class Agent {
         const [ns, name] = key.split("/", 2);
         for (const vm of this.localVms())
           if (vm.metadata.namespace === ns && vm.spec.disks?.some((d) => d.volumeRef === name))
-            this.vmController.enqueue(vmKey(vm));
+            this.vmController.enqueue(objectKey(vm));
         // A Volume copied from this one waits for it to be Ready.
         if (volume)
           for (const v of this.informers.volumes.list())
-            if (v.spec.source?.volume) this.volumeController?.enqueue(vmKey(v));
+            if (v.spec.source?.volume) this.volumeController?.enqueue(objectKey(v));
       }),
       bridges: informer<Bridge>("bridges", (key) => {
         this.bridgeController.enqueue(key);
         for (const vm of this.localVms())
-          if (vm.spec.interfaces?.some((i) => i.bridgeRef === key)) this.vmController.enqueue(vmKey(vm));
+          if (vm.spec.interfaces?.some((i) => i.bridgeRef === key)) this.vmController.enqueue(objectKey(vm));
       }),
       nodes: new Informer<NodeObject>(
         kc,
@@ -230,11 +231,10 @@ export class Agent {
     });
   }
 
+  /** For /readyz: every informer has listed once and libvirt is connected. */
   get ready(): boolean {
     return this.synced && this.libvirtConnected;
   }
-
-  private synced = false;
 
   async start(): Promise<void> {
     for (const i of Object.values(this.informers)) i.start();
@@ -249,7 +249,7 @@ export class Agent {
         if (e.type === "connected") this.log.info("libvirt connected");
         else this.log.warn({ reason: e.reason }, "libvirt connection lost; calls retry until it is back");
         // Everything may have changed while libvirtd was away: look at every VM again.
-        if (e.type === "connected") for (const vm of this.localVms()) this.vmController.enqueue(vmKey(vm));
+        if (e.type === "connected") for (const vm of this.localVms()) this.vmController.enqueue(objectKey(vm));
       }),
       this.bridgesHost.onChange(() => {
         for (const b of this.informers.bridges.list()) this.bridgeController.enqueue(b.metadata.name);
@@ -304,7 +304,7 @@ export class Agent {
       }),
     );
     this.volumeController.start();
-    for (const v of this.informers.volumes.list()) this.volumeController.enqueue(vmKey(v));
+    for (const v of this.informers.volumes.list()) this.volumeController.enqueue(objectKey(v));
   }
 
   private async stopVolumes(): Promise<void> {
@@ -320,7 +320,7 @@ export class Agent {
     const ns = key.split("/", 1)[0];
     // Volumes report who uses them and wait for their users before deletion.
     for (const v of this.informers.volumes.list())
-      if (v.metadata.namespace === ns) this.volumeController?.enqueue(vmKey(v));
+      if (v.metadata.namespace === ns) this.volumeController?.enqueue(objectKey(v));
     for (const b of this.informers.bridges.list())
       if (b.metadata.deletionTimestamp || vm?.spec.interfaces?.some((i) => i.bridgeRef === b.metadata.name))
         this.bridgeController.enqueue(b.metadata.name);
@@ -371,8 +371,6 @@ export class Agent {
     return { domainType, ceph: { monitors, user, secretUuid } };
   }
 }
-
-const vmKey = (o: KubeObject) => `${o.metadata.namespace}/${o.metadata.name}`;
 
 /** A stable UUID (RFC 4122 layout, name-based) so every agent restart finds the same libvirt secret. */
 function uuidFrom(name: string): string {

@@ -27,6 +27,8 @@ export class LeaderElector {
   private stopped = false;
   private loop: Promise<void> | undefined;
   private lastRenew = 0;
+  /** When the lease another agent holds expires unless renewed (from its renewTime). */
+  private otherExpiresAt = 0;
 
   constructor(
     kc: k8s.KubeConfig,
@@ -70,7 +72,10 @@ export class LeaderElector {
         // A leader that cannot renew for a whole lease duration must assume someone else leads.
         if (this.leading && Date.now() - this.lastRenew >= this.durationMs) this.setLeading(false);
       }
-      await sleep(period);
+      // A follower wakes right when the holder's lease would expire, not up to a period later: a
+      // dead leader is replaced within the lease duration, with no more reads than polling.
+      const untilExpiry = this.otherExpiresAt - Date.now() + 50;
+      await sleep(this.leading || untilExpiry <= 0 ? period : Math.min(period, untilExpiry));
     }
   }
 
@@ -103,7 +108,10 @@ export class LeaderElector {
     const renewed = spec.renewTime ? new Date(spec.renewTime).getTime() : 0;
     const expired = renewed + (spec.leaseDurationSeconds ?? 0) * 1000 < now.getTime();
     const mine = spec.holderIdentity === identity;
-    if (!mine && spec.holderIdentity && !expired) return false;
+    if (!mine && spec.holderIdentity && !expired) {
+      this.otherExpiresAt = renewed + (spec.leaseDurationSeconds ?? 0) * 1000;
+      return false;
+    }
     const acquired = mine && spec.acquireTime ? new Date(spec.acquireTime) : now;
     const transitions = (spec.leaseTransitions ?? 0) + (mine ? 0 : 1);
     // replace carries metadata.resourceVersion: a concurrent winner makes this fail with 409.

@@ -129,8 +129,9 @@ describe("two agents, crashes and restarts", () => {
       `[figure] Volume lease taken over ${handover} ms after the leader was killed (lease ${leaseSeconds} s)`,
     );
     await waitCondition(kvol, "after-leader-died", ns, "Ready", "True", undefined, 30_000);
-    // The lease expires at most leaseSeconds after the last renewal; the follower retries every second or so.
-    expect(handover).toBeLessThanOrEqual((leaseSeconds + 2) * 1000);
+    // The lease expires at most leaseSeconds after the last renewal, and the follower wakes right then
+    // (the margin is this test polling kubectl).
+    expect(handover).toBeLessThanOrEqual(leaseSeconds * 1000 + 1000);
     await dead.start();
   }, 120_000);
 
