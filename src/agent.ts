@@ -150,6 +150,7 @@ export class Agent {
       reconcileVirtualMachine(key, {
         node: config.node,
         hypervisor: this.hypervisor,
+        links: this.bridgesHost,
         media,
         vms: this.clients.vms,
         getVm: (k) => this.informers.vms.get(k),
@@ -251,8 +252,10 @@ export class Agent {
         // Everything may have changed while libvirtd was away: look at every VM again.
         if (e.type === "connected") for (const vm of this.localVms()) this.vmController.enqueue(objectKey(vm));
       }),
+      // A link change may be a bridge gone (Bridges repair it) or a tap left off its bridge (VMs re-plug it).
       this.bridgesHost.onChange(() => {
         for (const b of this.informers.bridges.list()) this.bridgeController.enqueue(b.metadata.name);
+        for (const vm of this.localVms()) if (vm.spec.interfaces?.length) this.vmController.enqueue(objectKey(vm));
       }),
     );
     await Promise.all(Object.values(this.informers).map((i) => i.hasSynced));

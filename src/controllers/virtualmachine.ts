@@ -8,6 +8,7 @@ import { desiredDomain, domainName, type ResolvedVm } from "../domain/desired.js
 import { diffDomains, type Change } from "../domain/diff.js";
 import type { DomainModel, NodeFacts } from "../domain/model.js";
 import { DomainXmlError, parseDomainXml, renderDiskXml, renderDomainXml, renderInterfaceXml } from "../domain/xml.js";
+import type { BridgeHost } from "../host/bridge/bridges.js";
 import type { CloudInitMedia } from "../host/cloudinit/media.js";
 import { LibvirtError } from "../host/libvirt/errors.js";
 import type { Hypervisor } from "../host/libvirt/client.js";
@@ -26,6 +27,8 @@ export interface VmContext {
   /** The node this agent runs for: only VMs with this spec.node are touched. */
   node: string;
   hypervisor: Hypervisor;
+  /** The node's links, to put a NIC's tap back on its bridge when the bridge was re-created. */
+  links: Pick<BridgeHost, "links" | "addPort">;
   media: CloudInitMedia;
   vms: ResourceClient<VirtualMachine>;
   /** Informer caches. */
@@ -226,7 +229,9 @@ async function applyDefinition(
   }
   let restart: string[] = [];
   if (isActive(existing)) {
-    const live = diffDomains(desired, parseDomainXml(await hv.getXml(name)));
+    const liveModel = parseDomainXml(await hv.getXml(name));
+    await replugTaps(vm, desired, liveModel, ctx);
+    const live = diffDomains(desired, liveModel);
     for (const change of live.filter((c) => c.class === "live")) {
       await applyLive(name, change, facts, ctx);
       await ctx.events.normal(vm, "UpdatedLive", `${describe(change)} on the running domain`);
@@ -246,6 +251,27 @@ async function applyDefinition(
     else await ctx.events.normal(vm, "Updated", `updated the domain definition: ${what}`);
   }
   return { domain: await autostart(vm, existing, ctx), restart };
+}
+
+/**
+ * A bridge deleted and re-created behind the operator's back comes back without the guests' taps:
+ * each running NIC whose tap is off the bridge it should be on is plugged back.
+ */
+async function replugTaps(vm: VirtualMachine, desired: DomainModel, live: DomainModel, ctx: VmContext) {
+  const wanted = new Map(desired.interfaces.map((i) => [i.name, i.bridge]));
+  const stray = live.interfaces.filter((i) => i.tap && wanted.get(i.name) === i.bridge);
+  if (!stray.length) return;
+  const links = new Map((await ctx.links.links()).map((l) => [l.name, l]));
+  for (const nic of stray) {
+    const tap = links.get(nic.tap!);
+    if (!tap || tap.master === nic.bridge || !links.has(nic.bridge)) continue;
+    await ctx.links.addPort(nic.bridge, tap.name);
+    await ctx.events.warning(
+      vm,
+      "NicReplugged",
+      `${nic.name} (${tap.name}) was off bridge ${nic.bridge}; plugged it back`,
+    );
+  }
 }
 
 async function autostart(vm: VirtualMachine, domain: DomainInfo, ctx: VmContext): Promise<DomainInfo> {

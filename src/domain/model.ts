@@ -46,6 +46,8 @@ export interface InterfaceModel {
   mac: string;
   bridge: string;
   model: "virtio" | "e1000";
+  /** The host tap device of a running domain's NIC (live XML only; never rendered). */
+  tap?: string;
 }
 
 /** Host facts the XML depends on: how QEMU reaches Ceph and which virtualization the node has. */

@@ -262,6 +262,7 @@ export function parseDomainXml(xml: string): DomainModel {
       mac: (attr(nic.mac, "address") ?? "").toLowerCase(),
       bridge: attr(nic.source, "bridge") ?? "",
       model: (attr(nic.model, "type") ?? "virtio") as InterfaceModel["model"],
+      ...(attr(nic.target, "dev") ? { tap: attr(nic.target, "dev")! } : {}),
     };
   });
   return {

@@ -110,6 +110,9 @@ describe("the examples, reconciled by two agents", () => {
       mutations: await total("kaktus_host_mutations_total"),
       reconciles: await total("kaktus_reconcile_total"),
     };
+    console.log(
+      `[figure] 60 s converged: ${after.reconciles - before.reconciles} reconciles, ${after.writes - before.writes} API writes, ${after.mutations - before.mutations} host mutations`,
+    );
     expect(after.writes - before.writes).toBe(0);
     expect(after.mutations - before.mutations).toBe(0);
     // The window did contain reconciles (resync every 30 s): quiet, not idle.
@@ -208,6 +211,12 @@ describe("the examples, reconciled by two agents", () => {
       return ports.some((p) => p.ifname === "eth1");
     }, true);
     await waitEvent("br0", "default", "Recreated");
+    // The guest's two NICs on br0 (public, extra) are plugged back into the new bridge.
+    await waitFor(async () => {
+      const ports = JSON.parse((await ipA("-j", "link", "show", "master", "br0")).stdout) as { ifname: string }[];
+      return ports.filter((p) => /^vnet\d+$/.test(p.ifname)).length;
+    }, 2);
+    await waitEvent("web-1", ns, "NicReplugged");
     await waitCondition(kbr, "br0", undefined, "Ready", "True");
   }, 120_000);
 
