@@ -73,7 +73,7 @@ export async function reconcileBridge(key: string, ctx: BridgeContext): Promise<
   if (bridge.metadata.deletionTimestamp || !selected) {
     if (!bridge.metadata.finalizers?.includes(finalizer)) return dropGoneNodes(bridge, key, nodes, ctx);
     const links = await ctx.host.links();
-    const taps = links.filter((l) => l.master === ifname && l.kind === "tun").length;
+    const taps = tapCount(links, ifname);
     if (users.length || taps) {
       const message = `waiting to remove ${ifname}: used by ${users.length ? `VirtualMachine ${users.join(", ")}` : `${taps} NIC(s)`}`;
       await report(bridge, key, ctx, { node: ctx.node, ready: false, attachedNICs: taps, message });
@@ -95,34 +95,50 @@ export async function reconcileBridge(key: string, ctx: BridgeContext): Promise<
   }
 
   bridge = (await ctx.bridges.patch(key, addFinalizerPatch(bridge.metadata.finalizers, finalizer))) ?? bridge;
-  const before = await ctx.host.bridge(ifname);
+  let observed = await ctx.host.bridge(ifname);
+  let links = await ctx.host.links();
   let message: string | undefined;
+  // Converged (the usual resync) costs these two reads; the host is read again only after a change.
+  let changed = true;
   try {
-    await converge(bridge, ifname, before, ctx);
+    changed = await converge(bridge, ifname, observed, links, ctx);
   } catch (err) {
     if (!(err instanceof BridgeError)) throw err;
     message = err.message;
     await ctx.events.warning(bridge, reasonOf(err), `${ctx.node}: ${err.message}`);
   }
-  const after = await ctx.host.bridge(ifname);
-  const links = await ctx.host.links();
+  if (changed) [observed, links] = [await ctx.host.bridge(ifname), await ctx.host.links()];
   const wanted = (bridge.spec.ports ?? []).map(portName);
-  const missing = wanted.filter((p) => !after?.ports.includes(p));
+  const missing = wanted.filter((p) => !observed?.ports.includes(p));
   if (!message && missing.length) message = `port(s) ${missing.join(", ")} not enslaved`;
   await report(bridge, key, ctx, {
     node: ctx.node,
-    ready: after !== null && message === undefined,
-    ...(after ? { mtu: after.mtu } : {}),
-    ports: wanted.filter((p) => after?.ports.includes(p)),
-    attachedNICs: links.filter((l) => l.master === ifname && l.kind === "tun").length,
+    ready: observed !== null && message === undefined,
+    ...(observed ? { mtu: observed.mtu } : {}),
+    ports: wanted.filter((p) => observed?.ports.includes(p)),
+    attachedNICs: tapCount(links, ifname),
     ...(message ? { message } : {}),
   });
   return { requeueAfterMs: message ? retryInMs : ctx.resyncMs };
 }
 
-/** Makes the bridge match the spec, one host call per difference; nothing when already converged. */
-async function converge(bridge: Bridge, ifname: string, observed: BridgeInfo | null, ctx: BridgeContext) {
+/** VM NICs (taps) plugged into a bridge. */
+const tapCount = (links: LinkInfo[], bridge: string) =>
+  links.filter((l) => l.master === bridge && l.kind === "tun").length;
+
+/**
+ * Makes the bridge match the spec, one host call per difference; nothing when already converged.
+ * Says whether it changed anything.
+ */
+async function converge(
+  bridge: Bridge,
+  ifname: string,
+  observed: BridgeInfo | null,
+  links: LinkInfo[],
+  ctx: BridgeContext,
+): Promise<boolean> {
   const { spec } = bridge;
+  let changed = false;
   const stp = spec.stp ?? false;
   const vlanFiltering = spec.vlanFiltering ?? false;
   const previous = bridge.status?.nodes?.find((n) => n.node === ctx.node);
@@ -130,6 +146,7 @@ async function converge(bridge: Bridge, ifname: string, observed: BridgeInfo | n
     // Only settings that differ from the kernel's defaults are sent: a kernel without VLAN
     // filtering refuses even "vlan_filtering 0".
     await ctx.host.createBridge(ifname, { ...(stp ? { stp } : {}), ...(vlanFiltering ? { vlanFiltering } : {}) });
+    changed = true;
     if (previous?.ready) await ctx.events.warning(bridge, "Recreated", `bridge ${ifname} vanished from ${ctx.node}`);
     else await ctx.events.normal(bridge, "Created", `created bridge ${ifname} on ${ctx.node}`);
   } else if (observed.stp !== stp || observed.vlanFiltering !== vlanFiltering || !observed.up) {
@@ -137,14 +154,17 @@ async function converge(bridge: Bridge, ifname: string, observed: BridgeInfo | n
       ...(observed.stp !== stp ? { stp } : {}),
       ...(observed.vlanFiltering !== vlanFiltering ? { vlanFiltering } : {}),
     });
+    changed = true;
     await ctx.events.normal(bridge, "Updated", `updated bridge ${ifname} settings on ${ctx.node}`);
   }
-  const links = await ctx.host.links();
   const byName = new Map<string, LinkInfo>(links.map((l) => [l.name, l]));
   const wanted = new Set((spec.ports ?? []).map(portName));
   // Ports this node enslaved before that the spec no longer lists are released (never others').
   for (const old of previous?.ports ?? []) {
-    if (!wanted.has(old) && byName.get(old)?.master === ifname) await ctx.host.removePort(old);
+    if (!wanted.has(old) && byName.get(old)?.master === ifname) {
+      await ctx.host.removePort(old);
+      changed = true;
+    }
   }
   for (const port of spec.ports ?? []) {
     const name = portName(port);
@@ -152,16 +172,22 @@ async function converge(bridge: Bridge, ifname: string, observed: BridgeInfo | n
     // An existing PARENT.ID link (made by the host's own network setup) is used as it is.
     if (!link && port.vlan) {
       await ctx.host.createVlan(port.vlan.parent, port.vlan.id);
+      changed = true;
       link = { name, mtu: 0, up: false };
     }
     if (!link) throw new BridgeError("not-found", `interface ${name} does not exist on ${ctx.node}`, "add port");
-    if (link.master !== ifname || !link.up) await ctx.host.addPort(ifname, name);
+    if (link.master !== ifname || !link.up) {
+      await ctx.host.addPort(ifname, name);
+      changed = true;
+    }
   }
   // The MTU last: enslaving a port resets the bridge's MTU to the smallest port's.
-  const current = await ctx.host.bridge(ifname);
+  const current = changed ? await ctx.host.bridge(ifname) : observed;
   if (spec.mtu !== undefined && current && current.mtu !== spec.mtu) {
     await ctx.host.updateBridge(ifname, { mtu: spec.mtu });
+    changed = true;
   }
+  return changed;
 }
 
 const reasonOf = (err: BridgeError) =>

@@ -33,8 +33,6 @@ export type ReconcileResult = "success" | "requeue" | "error" | "terminal" | "ti
 export class Controller {
   readonly queue: WorkQueue;
   readonly counts: Record<ReconcileResult, number> = { success: 0, requeue: 0, error: 0, terminal: 0, timeout: 0 };
-  /** Reconcile durations in ms, for the metrics endpoint to summarise. */
-  readonly durations: number[] = [];
   private running: Promise<void>[] = [];
 
   constructor(
@@ -109,9 +107,6 @@ export class Controller {
       this.queue.done(key);
     }
     this.counts[result]++;
-    const elapsed = performance.now() - started;
-    this.durations.push(elapsed);
-    this.options.onReconciled?.(result, elapsed / 1000);
-    if (this.durations.length > 10_000) this.durations.splice(0, 5_000);
+    this.options.onReconciled?.(result, (performance.now() - started) / 1000);
   }
 }
