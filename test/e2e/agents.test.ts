@@ -3,8 +3,8 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent, type LabAgent } from "../env/agents.js";
-import { controlPlane, libvirtDaemon, nodes, rbd, virsh } from "../env/lab.js";
-import { run, waitFor } from "../env/proc.js";
+import { controlPlane, libvirtDaemon, linkNames, nodes, rbdImages, virsh } from "../env/lab.js";
+import { waitFor } from "../env/proc.js";
 import {
   conditionOf,
   domainNames,
@@ -152,9 +152,7 @@ describe("two agents, crashes and restarts", () => {
     expect((await domainNames(nodeA)).filter((d) => d === `${ns}_crash-vm`)).toHaveLength(1);
     expect(await domainNames(nodeB)).not.toContain(`${ns}_crash-vm`);
     expect((await virsh(nodeA, "domuuid", `${ns}_crash-vm`)).stdout.trim()).toBe(ready?.status?.domainUUID);
-    const images = (JSON.parse(await rbd("ls", "--format", "json", "rbd")) as string[]).filter((i) =>
-      i.startsWith(`${ns}.`),
-    );
+    const images = (await rbdImages("rbd")).filter((i) => i.startsWith(`${ns}.`));
     expect(images.sort()).toEqual([`${ns}.after-leader-died`, `${ns}.crash-disk`]);
     // Only finished seed images (and their hashes) in the agent's folder: no half-written work dirs.
     const files = readdirSync(join(nodeA.dir, "agent")).filter(
@@ -229,10 +227,7 @@ describe("two agents, crashes and restarts", () => {
     expect(conditionOf(bridge, "Ready")?.status).toBe("False");
     expect(conditionOf(bridge, "Synced")?.message).toMatch(/kaktus-a: create VLAN eth1\.200: .*Unknown device type/);
     await waitEvent("e2e-vlan", "default", "Unsupported");
-    const links = JSON.parse((await run("ip", ["-n", nodeA.netns, "-j", "link", "show"])).stdout) as {
-      ifname: string;
-    }[];
-    expect(links.map((l) => l.ifname)).not.toContain("eth1.200");
+    expect(await linkNames(nodeA.netns)).not.toContain("eth1.200");
     await kubectl(["delete", kbr, "e2e-vlan", "--timeout=60s"]);
   }, 60_000);
 
@@ -251,8 +246,3 @@ describe("two agents, crashes and restarts", () => {
     for (const node of nodes) expect(await linkNames(node.netns)).not.toContain("kbr-e2e");
   }, 180_000);
 });
-
-const linkNames = async (netns: string) =>
-  (JSON.parse((await run("ip", ["-n", netns, "-j", "link", "show"])).stdout) as { ifname: string }[]).map(
-    (l) => l.ifname,
-  );

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent } from "../env/agents.js";
-import { labNetns, nodes, rbd, virsh } from "../env/lab.js";
-import { run } from "../env/proc.js";
+import { labNetns, linkNames, nodes, rbd, rbdImages, virsh } from "../env/lab.js";
+import { run, waitFor } from "../env/proc.js";
 import {
   conditionOf,
   domainNames,
@@ -30,6 +30,10 @@ const agents = [labAgent(nodeA, { metricsPort: 9464 }), labAgent(nodeB, { metric
 const ns = "acme";
 const domain = "acme_web-1";
 const ipA = (...args: string[]) => run("ip", ["-n", labNetns, ...args]);
+const waitRunning = () =>
+  waitFor(`${domain} running`, async () => (await domainState(nodeA, domain)) === "running" || undefined, {
+    timeoutMs: 60_000,
+  });
 const imageSize = async (image: string) =>
   (JSON.parse(await rbd("info", "--format", "json", image)) as { size: number }).size;
 
@@ -87,12 +91,7 @@ describe("the examples, reconciled by two agents", () => {
     expect(xml).toContain(`<uuid>${status.domainUUID}</uuid>`);
     expect(xml).toContain(`<mac address='${status.interfaces.find((i) => i.name === "public")?.mac}'/>`);
     // Bridges on both nodes, with their ports; the template clone grown to its size.
-    for (const node of nodes) {
-      const ports = JSON.parse((await run("ip", ["-n", node.netns, "-j", "link", "show", "master", "br0"])).stdout) as {
-        ifname: string;
-      }[];
-      expect(ports.map((p) => p.ifname)).toContain("eth1");
-    }
+    for (const node of nodes) expect(await linkNames(node.netns, "br0")).toContain("eth1");
     expect(await imageSize("rbd/acme.web-1-os")).toBe(20 * 2 ** 30);
   }, 240_000);
 
@@ -188,11 +187,11 @@ describe("the examples, reconciled by two agents", () => {
 
   it("repairs a domain destroyed and then undefined behind its back, with Events", async () => {
     await virsh(nodeA, "destroy", domain);
-    await waitFor(() => domainState(nodeA, domain), "running");
+    await waitRunning();
     await waitEvent("web-1", ns, "Restarted");
     await virsh(nodeA, "destroy", domain);
     await virsh(nodeA, "undefine", "--nvram", domain);
-    await waitFor(() => domainState(nodeA, domain), "running");
+    await waitRunning();
     await waitEvent("web-1", ns, "DomainRecreated");
     const vm = await getObject(kvm, "web-1", ns);
     expect((await virsh(nodeA, "domuuid", domain)).stdout.trim()).toBe(
@@ -202,20 +201,16 @@ describe("the examples, reconciled by two agents", () => {
 
   it("repairs a bridge deleted behind its back", async () => {
     await ipA("link", "del", "br0");
-    await waitFor(async () => {
-      const ports = JSON.parse(
-        (await ipA("-j", "link", "show", "master", "br0").catch(() => ({ stdout: "[]" }))).stdout,
-      ) as {
-        ifname: string;
-      }[];
-      return ports.some((p) => p.ifname === "eth1");
-    }, true);
+    await waitFor("br0 back with eth1", async () => (await linkNames(labNetns, "br0")).includes("eth1") || undefined, {
+      timeoutMs: 60_000,
+    });
     await waitEvent("br0", "default", "Recreated");
     // The guest's two NICs on br0 (public, extra) are plugged back into the new bridge.
-    await waitFor(async () => {
-      const ports = JSON.parse((await ipA("-j", "link", "show", "master", "br0")).stdout) as { ifname: string }[];
-      return ports.filter((p) => /^vnet\d+$/.test(p.ifname)).length;
-    }, 2);
+    await waitFor(
+      "both taps back on br0",
+      async () => (await linkNames(labNetns, "br0")).filter((p) => /^vnet\d+$/.test(p)).length === 2 || undefined,
+      { timeoutMs: 60_000 },
+    );
     await waitEvent("web-1", ns, "NicReplugged");
     await waitCondition(kbr, "br0", undefined, "Ready", "True");
   }, 120_000);
@@ -230,7 +225,9 @@ describe("the examples, reconciled by two agents", () => {
     await waitCondition(kvol, "scratch", ns, "Ready", "True");
     await rbd("resize", "--allow-shrink", "--size", "512M", "rbd/acme.scratch");
     // No host event for RBD: the 30 s resync finds it.
-    await waitFor(() => imageSize("rbd/acme.scratch"), 2 ** 30, 90_000);
+    await waitFor("image grown back", async () => (await imageSize("rbd/acme.scratch")) === 2 ** 30 || undefined, {
+      timeoutMs: 90_000,
+    });
     await waitEvent("scratch", ns, "SizeDrift");
   }, 120_000);
 
@@ -238,19 +235,18 @@ describe("the examples, reconciled by two agents", () => {
     await kubectl(["delete", "-n", ns, `${kvol}/web-1-os`, "--wait=false"]);
     const waiting = await waitCondition(kvol, "web-1-os", ns, "Ready", "False", "InUse");
     expect(conditionOf(waiting, "Ready")?.message).toContain("web-1");
-    expect(JSON.parse(await rbd("ls", "--format", "json", "rbd"))).toContain("acme.web-1-os");
+    expect(await rbdImages("rbd")).toContain("acme.web-1-os");
 
     await kubectl(["delete", "-n", ns, `${kvm}/web-1`, "--timeout=90s"]);
     expect(await domainNames(nodeA)).not.toContain(domain);
     // Its Volume follows now that nothing uses it.
     await waitObject(kvol, "web-1-os", ns, "gone", (o) => o === undefined);
-    await waitFor(
-      async () => (JSON.parse(await rbd("ls", "--format", "json", "rbd")) as string[]).includes("acme.web-1-os"),
-      false,
-    );
+    await waitFor("image removed", async () => !(await rbdImages("rbd")).includes("acme.web-1-os") || undefined, {
+      timeoutMs: 60_000,
+    });
 
     await kubectl(["delete", "-n", ns, `${kvol}/web-1-data`, "--timeout=60s"]);
-    expect(JSON.parse(await rbd("ls", "--format", "json", "rbd"))).toContain("acme.web-1-data");
+    expect(await rbdImages("rbd")).toContain("acme.web-1-data");
     await waitEvent("web-1-data", ns, "Retained");
     await rbd("rm", "rbd/acme.web-1-data");
   }, 180_000);
@@ -283,22 +279,10 @@ describe("the examples, reconciled by two agents", () => {
     await waitCondition(kvm, "web-1", ns, "Ready", "True", undefined, 120_000);
     await kubectl(["delete", "namespace", ns, "--timeout=180s"]);
     expect(await domainNames(nodeA)).not.toContain(domain);
-    const images = JSON.parse(await rbd("ls", "--format", "json", "rbd")) as string[];
+    const images = (await rbdImages("rbd")) as string[];
     expect(images).not.toContain("acme.web-1-os");
     // Retain is honoured even when the namespace goes.
     expect(images).toContain("acme.web-1-data");
     await rbd("rm", "rbd/acme.web-1-data");
   }, 300_000);
 });
-
-/** Polls until `read()` returns `expected` (deep-equal), bounded. */
-async function waitFor<T>(read: () => Promise<T>, expected: T, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last: T | undefined;
-  while (Date.now() < deadline) {
-    last = await read().catch(() => undefined);
-    if (JSON.stringify(last) === JSON.stringify(expected)) return;
-    await sleep(500);
-  }
-  throw new Error(`expected ${JSON.stringify(expected)}, last saw ${JSON.stringify(last)}`);
-}

@@ -33,6 +33,9 @@ export async function rbd(...args: string[]): Promise<string> {
   return (await run("rbd", args, { env: cephEnv })).stdout;
 }
 
+/** The images of a pool. */
+export const rbdImages = async (pool: string) => JSON.parse(await rbd("ls", "--format", "json", pool)) as string[];
+
 function writeConf(fsid: string): void {
   const d = cephDir;
   writeFileSync(

@@ -1,6 +1,6 @@
 import { kubeconfigPath, nodes } from "./paths.js";
 import { kubectlPath } from "./kube.js";
-import { rbd } from "./ceph.js";
+import { rbd, rbdImages } from "./ceph.js";
 import { linkExists } from "./netns.js";
 import { run } from "./proc.js";
 
@@ -63,8 +63,8 @@ export async function ensureFixtures(): Promise<void> {
     }
   }
   const { pool, name, snapshot } = templateImage;
-  const images = JSON.parse(await rbd("ls", "--format", "json", pool)) as string[];
-  if (!images.includes(name)) await rbd("create", "--size", "1G", "--image-feature", "layering", `${pool}/${name}`);
+  if (!(await rbdImages(pool)).includes(name))
+    await rbd("create", "--size", "1G", "--image-feature", "layering", `${pool}/${name}`);
   const snaps = JSON.parse(await rbd("snap", "ls", "--format", "json", `${pool}/${name}`)) as {
     name: string;
     protected: string;

@@ -10,7 +10,8 @@ import { labNetns, nodes } from "./paths.js";
 import { LabError } from "./proc.js";
 
 export * from "./paths.js";
-export { ceph, rbd, cephLibvirtKeyringPath, cephPools } from "./ceph.js";
+export { ceph, rbd, rbdImages, cephLibvirtKeyringPath, cephPools } from "./ceph.js";
+export { linkNames } from "./netns.js";
 // The typed components too: reliability tests stop and start pieces (the apiserver alone, libvirtd without its guests).
 export { controlPlane, kubectlPath, nodeBKubeconfigPath } from "./kube.js";
 export { libvirtDaemon, virsh } from "./libvirt.js";

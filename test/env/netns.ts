@@ -25,10 +25,13 @@ async function ensureNetns(name: string): Promise<void> {
   await run("ip", ["-n", name, "link", "set", "lo", "up"]);
 }
 
-export async function linkExists(netns: string, ifname: string): Promise<boolean> {
-  const { stdout } = await run("ip", ["-n", netns, "-j", "link", "show"]);
-  return (JSON.parse(stdout) as { ifname: string }[]).some((l) => l.ifname === ifname);
+/** Names of the links in a namespace, or of the ports of one bridge there (`master`). */
+export async function linkNames(netns: string, master?: string): Promise<string[]> {
+  const { stdout } = await run("ip", ["-n", netns, "-j", "link", "show", ...(master ? ["master", master] : [])]);
+  return (JSON.parse(stdout) as { ifname: string }[]).map((l) => l.ifname);
 }
+
+export const linkExists = async (netns: string, ifname: string) => (await linkNames(netns)).includes(ifname);
 
 export async function ensureLabNetwork(): Promise<void> {
   await ensureNetns(labNetns);

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { insideLab } from "../env/netns.js";
-import { nodes, virsh } from "../env/lab.js";
+import { linkNames, nodes, virsh } from "../env/lab.js";
 import { run } from "../env/proc.js";
 
 const [nodeA, nodeB] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
@@ -12,7 +12,6 @@ const domain = `kaktus-smoke-b-${randomBytes(3).toString("hex")}`;
 const work = mkdtempSync(join(tmpdir(), "kaktus-lab-"));
 
 const parseLinks = (stdout: string) => (JSON.parse(stdout) as { ifname: string }[]).map((l) => l.ifname);
-const linkNames = async (netns: string) => parseLinks((await run("ip", ["-n", netns, "-j", "link", "show"])).stdout);
 
 describe("the lab", () => {
   afterAll(async () => {
