@@ -4,7 +4,7 @@ import { request } from "node:https";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { cacheDir, kubeconfigPath, kubeDir, labDir, labVethAddress, repoRoot } from "./paths.js";
-import { run, runningPid, startDaemon, stopDaemon, waitDaemonReady, type Daemon } from "./proc.js";
+import { LabError, run, runningPid, startDaemon, stopDaemon, waitDaemonReady, type Daemon } from "./proc.js";
 
 /**
  * A real control plane for tests: etcd, kube-apiserver and the kube-controller-manager (namespace
@@ -22,10 +22,27 @@ const tools = {
 export const apiserverPort = 6443;
 const etcdClientUrl = "http://127.0.0.1:2379";
 
-/** The folder of built binaries, keyed by the Go module's inputs so a version bump rebuilds. */
+/**
+ * The release's version stamped into the binaries, as Kubernetes' own build does: without it the
+ * apiserver reports v0.0.0-master+$Format:%H$, which kubectl and version-checking clients cannot parse.
+ */
+function versionLdflags(): string {
+  const version = /^\s*k8s\.io\/kubernetes (v(\d+)\.(\d+)\.\d+)/m.exec(
+    readFileSync(join(goModuleDir, "go.mod"), "utf8"),
+  );
+  if (!version) throw new LabError("test/env/kube/go.mod does not require k8s.io/kubernetes");
+  const [, gitVersion, major, minor] = version;
+  const fields = { gitVersion, gitMajor: major, gitMinor: minor, gitTreeState: "clean" };
+  return ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"]
+    .flatMap((pkg) => Object.entries(fields).map(([k, v]) => `-X ${pkg}.${k}=${v}`))
+    .join(" ");
+}
+
+/** The folder of built binaries, keyed by the Go module's inputs and flags so a version bump rebuilds. */
 export function kubeBinDir(): string {
   const hash = createHash("sha256");
   for (const f of ["go.mod", "go.sum", "etcd/main.go"]) hash.update(readFileSync(join(goModuleDir, f)));
+  hash.update(versionLdflags());
   return join(cacheDir, `kube-${hash.digest("hex").slice(0, 12)}`);
 }
 
@@ -38,9 +55,14 @@ export async function buildKubeBinaries(): Promise<string> {
   const tmp = `${binDir}.tmp-${process.pid}`;
   mkdirSync(tmp, { recursive: true });
   const started = Date.now();
-  await run("go", ["-C", goModuleDir, "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, ...Object.values(tools)], {
-    timeoutMs: 40 * 60_000,
-  });
+  const ldflags = `-s -w ${versionLdflags()}`;
+  await run(
+    "go",
+    ["-C", goModuleDir, "build", "-trimpath", `-ldflags=${ldflags}`, "-o", tmp, ...Object.values(tools)],
+    {
+      timeoutMs: 40 * 60_000,
+    },
+  );
   rmSync(binDir, { recursive: true, force: true });
   renameSync(tmp, binDir);
   console.error(

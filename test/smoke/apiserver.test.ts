@@ -1,5 +1,6 @@
 import * as k8s from "@kubernetes/client-node";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
 import { kubeconfigPath, kubectlPath, nodeBKubeconfigPath, nodeBNetns } from "../env/lab.js";
 import { run, waitFor } from "../env/proc.js";
@@ -16,6 +17,20 @@ describe("kube-apiserver + etcd", () => {
 
   afterAll(async () => {
     await extensions.deleteCustomResourceDefinition({ name: crdName }).catch(() => undefined);
+  });
+
+  it("reports the real release version, which kubectl and version-checking clients parse", async () => {
+    const { stdout, stderr } = await run(kubectlPath(), ["--kubeconfig", kubeconfigPath, "version", "-o", "json"]);
+    const goMod = readFileSync("test/env/kube/go.mod", "utf8");
+    const release = /k8s\.io\/kubernetes (v\d+\.\d+\.\d+)/.exec(goMod)![1]!;
+    const version = JSON.parse(stdout) as {
+      clientVersion: { gitVersion: string };
+      serverVersion: { gitVersion: string };
+    };
+    expect(version.serverVersion.gitVersion).toBe(release);
+    expect(version.clientVersion.gitVersion).toBe(release);
+    expect(stderr).not.toMatch(/error|could not parse/i);
+    expect((await kc.makeApiClient(k8s.VersionApi).getCode()).gitVersion).toBe(release);
   });
 
   it("serves a CRD, stores a custom resource and streams its watch event", async () => {
