@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { installCrds, kubectl } from "../support/kube.js";
+import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
 
 /**
  * Bad objects the API server itself must reject (schema, enums, formats, CEL rules), each with a
@@ -294,7 +294,7 @@ describe("the API server rejects bad objects with a message naming the field", (
     await kubectl(["create", "namespace", ns]);
   });
   afterAll(async () => {
-    await kubectl(["delete", "namespace", ns, "--wait=false"]);
+    await deleteNamespace(ns);
     await kubectl(["delete", "bridges.kaktus.kowabunga.cloud", "-l", "test=validation", "--ignore-not-found"]);
   });
 

@@ -12,7 +12,7 @@ import { EventRecorder } from "../../src/runtime/events.js";
 import { Informer } from "../../src/runtime/informer.js";
 import { cephConfPath, rbd } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
-import { installCrds, kubeConfig, kubectl } from "../support/kube.js";
+import { deleteNamespace, installCrds, kubeConfig, kubectl } from "../support/kube.js";
 
 const id = randomBytes(3).toString("hex");
 const ns = `vol-${id}`;
@@ -103,10 +103,11 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
   });
 
   afterAll(async () => {
+    // While the controller runs: it holds the Volumes' finalizers.
+    await deleteNamespace(ns);
     await controller.stop();
     await volumes.stop();
     await vms.stop();
-    await kubectl(["delete", "namespace", ns, "--wait=false"]);
     for (const image of (await store.list("rbd")).filter((i) => i.startsWith(`${ns}.`)))
       await store.remove("rbd", image).catch(() => undefined);
     await rbd("snap", "unprotect", `templates/${template}@base`).catch(() => undefined);

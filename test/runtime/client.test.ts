@@ -4,7 +4,7 @@ import type { Volume } from "../../src/api/volume.js";
 import { ConflictError, ResourceClient } from "../../src/runtime/client.js";
 import { addFinalizerPatch, removeFinalizerPatch } from "../../src/runtime/finalizers.js";
 import { statusPatch } from "../../src/runtime/status.js";
-import { installCrds, kubeConfig, kubectl } from "../support/kube.js";
+import { deleteNamespace, installCrds, kubeConfig, kubectl } from "../support/kube.js";
 
 const ns = `cl-${randomBytes(3).toString("hex")}`;
 const finalizer = "kaktus.kowabunga.cloud/volume";
@@ -33,7 +33,7 @@ describe("guarded patches of objects and their status, against the real apiserve
   afterAll(async () => {
     const v = await volumes.get(key);
     if (v) await volumes.patch(key, removeFinalizerPatch(v.metadata.finalizers, finalizer));
-    await kubectl(["delete", "namespace", ns, "--wait=false"]);
+    await deleteNamespace(ns);
   });
 
   it("adds a finalizer once, and refuses a patch computed from a stale list", async () => {

@@ -6,7 +6,7 @@ import type { Volume } from "../../src/api/volume.js";
 import { Informer } from "../../src/runtime/informer.js";
 import { controlPlane } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
-import { installCrds, kubeConfig, kubectl } from "../support/kube.js";
+import { deleteNamespace, installCrds, kubeConfig, kubectl } from "../support/kube.js";
 
 const ns = `inf-${randomBytes(3).toString("hex")}`;
 const group = "kaktus.kowabunga.cloud";
@@ -55,7 +55,7 @@ describe("informer (list + supervised watch) against the real apiserver", () => 
 
   afterAll(async () => {
     await informer.stop();
-    await kubectl(["delete", "namespace", ns, "--wait=false"]);
+    await deleteNamespace(ns);
   });
 
   it("lists what exists, then streams adds, updates and deletes", async () => {

@@ -27,3 +27,11 @@ export async function installCrds(): Promise<void> {
     },
   );
 }
+
+/**
+ * Deletes a namespace a test made and waits until it is gone. Delete it while the agents or
+ * controllers that hold its objects' finalizers still run: a namespace still terminating when the
+ * lab stops keeps those objects for ever.
+ */
+export const deleteNamespace = (ns: string, timeoutSeconds = 180) =>
+  kubectl(["delete", "namespace", ns, "--ignore-not-found", `--timeout=${timeoutSeconds}s`]);
