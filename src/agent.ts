@@ -1,6 +1,4 @@
 import * as k8s from "@kubernetes/client-node";
-import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { type Bridge } from "./api/bridge.js";
 import { group, version } from "./api/schema.js";
@@ -10,13 +8,15 @@ import { reconcileBridge, type NodeLabels } from "./controllers/bridge.js";
 import { reconcileVirtualMachine } from "./controllers/virtualmachine.js";
 import { reconcileVolume, type PoolPolicy } from "./controllers/volume.js";
 import { domainKey } from "./domain/desired.js";
-import type { NodeFacts } from "./domain/model.js";
+import { StartBackoff } from "./controllers/startbackoff.js";
+import { ProbeError, type ProbeOptions } from "./host/accel/probe.js";
 import { LinuxBridges, type BridgeHost } from "./host/bridge/bridges.js";
 import { LocalCloudInitMedia } from "./host/cloudinit/media.js";
 import { LibvirtClient, type Hypervisor } from "./host/libvirt/client.js";
 import { RbdClient, type BlockStore } from "./host/rbd/client.js";
 import { componentLogger } from "./log.js";
 import { Metrics } from "./metrics.js";
+import { NodeFactsSource } from "./node.js";
 import { ResourceClient } from "./runtime/client.js";
 import { Controller, type Reconcile } from "./runtime/controller.js";
 import { EventRecorder } from "./runtime/events.js";
@@ -37,6 +37,8 @@ export interface AgentConfig {
   resyncSeconds: number;
   pools: PoolPolicy;
   lease: { namespace: string; name: string; durationSeconds: number };
+  /** How the node's accelerator and default CPU are chosen; `guestDir`: the probe guest (kernel + initramfs). */
+  probe: ProbeOptions & { guestDir?: string };
 }
 
 type NodeObject = KubeObject & { metadata: { labels?: Record<string, string> } };
@@ -70,8 +72,9 @@ export class Agent {
   private readonly elector: LeaderElector;
   private readonly shutdownDeadlines = new Map<string, number>();
   private readonly unsubscribe: (() => void)[] = [];
-  private facts: Promise<NodeFacts> | undefined;
+  private readonly nodeFacts: NodeFactsSource;
   private readonly nodeLabelsSeen = new Map<string, string>();
+  private readonly starts = new StartBackoff();
   private synced = false;
   private libvirtConnected = true;
 
@@ -88,12 +91,14 @@ export class Agent {
         virtualmachines: this.clients.vms.writes,
         volumes: this.clients.volumes.writes,
         bridges: this.clients.bridges.writes,
+        nodes: this.nodeFacts.writes,
         events: this.events.writes,
       }),
       informers: () => Object.fromEntries(Object.entries(this.informers).map(([k, i]) => [k, i.stats])),
     });
     const m = this.metrics;
     this.hypervisor = m.counted("libvirt", new LibvirtClient(config.libvirtUri), [
+      "createTransient",
       "define",
       "start",
       "shutdown",
@@ -134,6 +139,15 @@ export class Agent {
       "deleteLink",
     ]);
     this.events = new EventRecorder(kc, "kaktus-operator", config.node, componentLogger("events"));
+    this.nodeFacts = new NodeFactsSource({
+      node: config.node,
+      hypervisor: this.hypervisor,
+      ceph: config.ceph,
+      probe: { ...config.probe, workDir: config.stateDir },
+      kubeConfig: kc,
+      metrics: m,
+      log: componentLogger("node").child({ node: config.node }),
+    });
     const ref = (plural: string) => ({ group, version, plural });
     this.clients = {
       vms: new ResourceClient(kc, ref("virtualmachines")),
@@ -164,8 +178,9 @@ export class Agent {
           const data = secret?.data?.userdata;
           return data === undefined ? undefined : Buffer.from(data, "base64").toString("utf8");
         },
-        nodeFacts: () => this.nodeFacts(),
+        nodeFacts: () => this.nodeFacts.get(),
         shutdownDeadlines: this.shutdownDeadlines,
+        starts: this.starts,
         events: this.events,
         log: vmLog.child({ key }),
         resyncMs,
@@ -237,8 +252,16 @@ export class Agent {
     return this.synced && this.libvirtConnected;
   }
 
+  /**
+   * Starts watching and reconciling. The node is probed first (its accelerator and default CPU); a
+   * choice forced by flag that does not work here rejects, and the agent should exit.
+   */
   async start(): Promise<void> {
     for (const i of Object.values(this.informers)) i.start();
+    const probed = this.nodeFacts.get().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     this.unsubscribe.push(
       this.hypervisor.onEvent((e) => {
         if (e.type === "lifecycle") {
@@ -246,11 +269,17 @@ export class Agent {
           if (key) this.vmController.enqueue(key);
           return;
         }
+        const reconnected = e.type === "connected" && !this.libvirtConnected;
         this.libvirtConnected = e.type === "connected";
         if (e.type === "connected") this.log.info("libvirt connected");
         else this.log.warn({ reason: e.reason }, "libvirt connection lost; calls retry until it is back");
-        // Everything may have changed while libvirtd was away: look at every VM again.
-        if (e.type === "connected") for (const vm of this.localVms()) this.vmController.enqueue(objectKey(vm));
+        if (!reconnected) return;
+        // Everything may have changed while libvirtd was away (even its KVM): look at every VM, probe again.
+        const everyVm = () => {
+          for (const vm of this.localVms()) this.vmController.enqueue(objectKey(vm));
+        };
+        everyVm();
+        this.nodeFacts.refresh(everyVm);
       }),
       // A link change may be a bridge gone (Bridges repair it) or a tap left off its bridge (VMs re-plug it).
       this.bridgesHost.onChange(() => {
@@ -258,6 +287,10 @@ export class Agent {
         for (const vm of this.localVms()) if (vm.spec.interfaces?.length) this.vmController.enqueue(objectKey(vm));
       }),
     );
+    const failure = await probed;
+    if (failure instanceof ProbeError && (this.config.probe.accelerator !== "auto" || this.config.probe.cpuModel))
+      throw failure;
+    if (failure) this.log.error({ err: failure }, "node probe failed; VMs on this node wait for it");
     await Promise.all(Object.values(this.informers).map((i) => i.hasSynced));
     this.synced = true;
     this.vmController.start();
@@ -346,37 +379,4 @@ export class Agent {
   private localVms(): VirtualMachine[] {
     return this.informers.vms.list().filter((vm) => vm.spec.node === this.config.node);
   }
-
-  /**
-   * What the domain XML needs from this node, settled once per connection: KVM or TCG from libvirt's
-   * capabilities, and the Ceph key registered as a libvirt secret. A failure is retried next time.
-   */
-  private nodeFacts(): Promise<NodeFacts> {
-    this.facts ??= this.resolveFacts().catch((err: unknown) => {
-      this.facts = undefined;
-      throw err;
-    });
-    return this.facts;
-  }
-
-  private async resolveFacts(): Promise<NodeFacts> {
-    const { user, keyringPath, monitors } = this.config.ceph;
-    const caps = await this.hypervisor.capabilities();
-    const domainType = /<domain type=['"]kvm['"]/.test(caps) ? "kvm" : "qemu";
-    const key = /^\s*key\s*=\s*(\S+)\s*$/m.exec(await readFile(keyringPath, "utf8"))?.[1];
-    if (!key) throw new Error(`no key in ${keyringPath}`);
-    const secretUuid = uuidFrom(`kaktus-operator ceph client.${user}`);
-    await this.hypervisor.defineSecret(
-      `<secret ephemeral='no' private='yes'><uuid>${secretUuid}</uuid><usage type='ceph'><name>kaktus client.${user}</name></usage></secret>`,
-    );
-    // libvirt wants the raw cephx key, not its base64 text.
-    await this.hypervisor.setSecretValue(secretUuid, Buffer.from(key, "base64"));
-    return { domainType, ceph: { monitors, user, secretUuid } };
-  }
-}
-
-/** A stable UUID (RFC 4122 layout, name-based) so every agent restart finds the same libvirt secret. */
-function uuidFrom(name: string): string {
-  const h = createHash("sha256").update(name).digest("hex");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 import { Agent, type AgentConfig } from "./agent.js";
+import { ProbeError } from "./host/accel/probe.js";
 import { parseMonHost } from "./host/rbd/monitors.js";
 import { rootLogger } from "./log.js";
 
@@ -18,7 +19,14 @@ Every flag can also be given as an environment variable (shown in brackets).
   --pools LIST            pools Volumes may live in [KAKTUS_POOLS] default rbd
   --clone-pools LIST      pools images may be cloned from [KAKTUS_CLONE_POOLS] default templates
   --netns NAME            network namespace of the node's bridges (tests) [KAKTUS_NETNS]
-  --state-dir PATH        cloud-init seed images [KAKTUS_STATE_DIR] default /var/lib/kaktus-operator
+  --state-dir PATH        cloud-init seed images and probe files; QEMU must read it [KAKTUS_STATE_DIR]
+                          default /var/lib/kaktus-operator
+  --accelerator MODE      auto, kvm or tcg [KAKTUS_ACCELERATOR] default auto: KVM only where a probe shows
+                          that it starts guests and runs real guest code, else TCG
+  --cpu-model MODEL       default CPU of VMs that name none: host-passthrough, host-model or a libvirt
+                          model [KAKTUS_CPU_MODEL] default: the best that the probe finds working
+  --probe-guest DIR       the probe guest (vmlinuz, initrd.img) booted to check KVM [KAKTUS_PROBE_GUEST]
+                          default /usr/lib/kaktus-operator/probe-guest
   --workers N             concurrent reconciles per controller [KAKTUS_WORKERS] default 4
   --resync SECONDS        drift check period for converged objects [KAKTUS_RESYNC] default 300
   --lease-namespace NS    namespace of the Volume controller's Lease [KAKTUS_LEASE_NAMESPACE] default kaktus-system
@@ -38,6 +46,9 @@ const options = {
   "clone-pools": { type: "string", env: "KAKTUS_CLONE_POOLS", default: "templates" },
   netns: { type: "string", env: "KAKTUS_NETNS" },
   "state-dir": { type: "string", env: "KAKTUS_STATE_DIR", default: "/var/lib/kaktus-operator" },
+  accelerator: { type: "string", env: "KAKTUS_ACCELERATOR", default: "auto" },
+  "cpu-model": { type: "string", env: "KAKTUS_CPU_MODEL" },
+  "probe-guest": { type: "string", env: "KAKTUS_PROBE_GUEST", default: "/usr/lib/kaktus-operator/probe-guest" },
   workers: { type: "string", env: "KAKTUS_WORKERS", default: "4" },
   resync: { type: "string", env: "KAKTUS_RESYNC", default: "300" },
   "lease-namespace": { type: "string", env: "KAKTUS_LEASE_NAMESPACE", default: "kaktus-system" },
@@ -97,6 +108,12 @@ function configFrom(flags: Flags): AgentConfig & { metricsAddress: string } {
   if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
   else kc.loadFromDefault();
   const confPath = flags["ceph-conf"]!;
+  const accelerator = flags.accelerator!;
+  if (accelerator !== "auto" && accelerator !== "kvm" && accelerator !== "tcg")
+    throw new Error(`--accelerator must be auto, kvm or tcg, not ${accelerator}`);
+  const cpuModel = flags["cpu-model"];
+  if (cpuModel !== undefined && !/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/.test(cpuModel))
+    throw new Error(`--cpu-model ${cpuModel} is not a CPU model name`);
   return {
     kubeConfig: kc,
     node: flags.node,
@@ -117,6 +134,7 @@ function configFrom(flags: Flags): AgentConfig & { metricsAddress: string } {
       name: "kaktus-operator-volumes",
       durationSeconds: positiveInt("lease-duration", flags["lease-duration"]),
     },
+    probe: { accelerator, ...(cpuModel ? { cpuModel } : {}), guestDir: flags["probe-guest"]! },
     metricsAddress: flags["metrics-address"]!,
   };
 }
@@ -180,6 +198,11 @@ function splitAddress(address: string): [string, number] {
 
 if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("/main.ts")) {
   main().catch((err: unknown) => {
+    // A flag that cannot work on this node (a forced accelerator or CPU) is a configuration error, said once.
+    if (err instanceof ProbeError) {
+      rootLogger.fatal({ steps: err.steps }, `cannot start: ${err.message}`);
+      process.exit(2);
+    }
     rootLogger.fatal({ err }, (err as Error).message);
     process.exit(1);
   });

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { AcceleratorChoice } from "./host/accel/probe.js";
 import type { ReconcileResult } from "./runtime/controller.js";
 
 /**
@@ -38,6 +39,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly accelerator = new Gauge({
+    name: "kaktus_node_accelerator_info",
+    help: "The node's accelerator and default CPU as its probe decided (value 1); accelerator none: no guest can start.",
+    labelNames: ["accelerator", "cpu_mode", "cpu_model", "disabled_features", "decided_by"] as const,
+    registers: [this.registry],
+  });
+  readonly probeSeconds = new Gauge({
+    name: "kaktus_node_probe_duration_seconds",
+    help: "How long the node's last accelerator probe took.",
+    registers: [this.registry],
+  });
+
   constructor(private readonly sources: MetricSources) {
     collectDefaultMetrics({ register: this.registry, prefix: "kaktus_" });
     const { registry } = this;
@@ -74,6 +87,22 @@ export class Metrics {
         }
       },
     });
+  }
+
+  /** The probe's decision; undefined when it found no accelerator that works. */
+  probed(choice: AcceleratorChoice | undefined, seconds: number): void {
+    this.accelerator.reset();
+    this.accelerator.set(
+      {
+        accelerator: choice?.accelerator ?? "none",
+        cpu_mode: choice?.cpu.mode ?? "",
+        cpu_model: choice?.cpu.model ?? "",
+        disabled_features: choice?.cpu.disabledFeatures.join(",") ?? "",
+        decided_by: choice?.decidedBy ?? "probe",
+      },
+      1,
+    );
+    this.probeSeconds.set(seconds);
   }
 
   reconciled(controller: string): (result: ReconcileResult, seconds: number) => void {

@@ -38,6 +38,21 @@ const Interface = Type.Object({
   model: Type.Optional(StringEnum(["virtio", "e1000"] as const, { default: "virtio" })),
 });
 
+const CpuFeature = Type.Object({
+  name: Type.String({
+    minLength: 1,
+    maxLength: 64,
+    pattern: "^[a-z0-9][a-z0-9_.-]*$",
+    description: "A libvirt CPU feature name (lower case, e.g. avx2, arch-capabilities, sse4.1).",
+  }),
+  policy: Type.Optional(
+    StringEnum(["require", "disable"] as const, {
+      default: "require",
+      description: "require: the guest gets the feature (start fails where the host lacks it); disable: it never does.",
+    }),
+  ),
+});
+
 const CloudInit = Type.Object(
   {
     userData: Type.Optional(Type.String({ maxLength: 65536, description: "NoCloud user-data." })),
@@ -74,10 +89,17 @@ export const VirtualMachineSpec = Type.Object(
           cores: Type.Optional(Type.Integer({ minimum: 1, maximum: 256, default: 1 })),
           model: Type.Optional(
             Type.String({
-              default: "host-passthrough",
               maxLength: 64,
               pattern: "^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
-              description: "host-passthrough, host-model, or a libvirt CPU model name.",
+              description:
+                "host-passthrough or host-model (KVM nodes only), or a libvirt CPU model name (virsh domcapabilities). " +
+                "Omitted: the node's default, which its agent probes at start (label kaktus.kowabunga.cloud/cpu-mode).",
+            }),
+          ),
+          features: Type.Optional(
+            NamedList(CpuFeature, {
+              maxItems: 64,
+              description: "CPU features to require or turn off, on top of the model (libvirt names, e.g. pdpe1gb).",
             }),
           ),
         },

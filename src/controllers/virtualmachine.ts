@@ -4,7 +4,7 @@ import { bridgeIfName, type Bridge } from "../api/bridge.js";
 import { formatBytes, toBytes } from "../api/quantity.js";
 import type { VirtualMachine, VirtualMachineStatus } from "../api/virtualmachine.js";
 import type { Volume } from "../api/volume.js";
-import { desiredDomain, domainName, type ResolvedVm } from "../domain/desired.js";
+import { desiredDomain, domainName, UnsupportedOnNode, type ResolvedVm } from "../domain/desired.js";
 import { diffDomains, type Change } from "../domain/diff.js";
 import type { DomainModel, NodeFacts } from "../domain/model.js";
 import { DomainXmlError, parseDomainXml, renderDiskXml, renderDomainXml, renderInterfaceXml } from "../domain/xml.js";
@@ -19,6 +19,7 @@ import { TerminalError, type Action } from "../runtime/controller.js";
 import type { EventRecorder } from "../runtime/events.js";
 import { addFinalizerPatch, removeFinalizerPatch } from "../runtime/finalizers.js";
 import { statusPatch } from "../runtime/status.js";
+import type { StartBackoff, StartWait } from "./startbackoff.js";
 import { volumeImage } from "./volume.js";
 
 export const vmFinalizer = "kaktus.kowabunga.cloud/virtualmachine";
@@ -41,6 +42,8 @@ export interface VmContext {
   nodeFacts(): Promise<NodeFacts>;
   /** When each graceful shutdown in progress must end with a destroy (ms since epoch), by key. */
   shutdownDeadlines: Map<string, number>;
+  /** Crash-loop backoff of domain starts, by key. */
+  starts: StartBackoff;
   events: EventRecorder;
   log: Logger;
   resyncMs: number;
@@ -53,6 +56,8 @@ const shutdownPollMs = 1_000;
 // virDomainShutoffReason values that say why a domain is off.
 const shutoffByGuest = 1;
 const shutoffDestroyed = 2;
+const shutoffCrashed = 3;
+const shutoffFailed = 6;
 
 const isActive = (d: DomainInfo | null) => d !== null && d.state !== "shutoff" && d.state !== "crashed";
 
@@ -91,7 +96,7 @@ export async function reconcileVirtualMachine(key: string, ctx: VmContext): Prom
   let restart: string[];
   try {
     const facts = await ctx.nodeFacts();
-    const desired = desiredDomain(vm, await resolve(vm, identity.status, name, ctx));
+    const desired = desiredDomain(vm, await resolve(vm, identity.status, name, facts, ctx));
     const defined = await applyDefinition(vm, name, desired, facts, existing, ctx);
     restart = defined.restart;
     await growDisks(vm, name, desired, defined.domain, ctx);
@@ -103,7 +108,11 @@ export async function reconcileVirtualMachine(key: string, ctx: VmContext): Prom
     await report(vm, key, ctx, existing, { synced: condition("Synced", "False", reason, message) });
     await ctx.events.warning(vm, reason, message);
     // Only input that can never work stops retries; the host failing is retried with backoff.
-    if (err instanceof DomainXmlError || (err instanceof LibvirtError && err.kind === "invalid"))
+    if (
+      err instanceof DomainXmlError ||
+      err instanceof UnsupportedOnNode ||
+      (err instanceof LibvirtError && err.kind === "invalid")
+    )
       throw new TerminalError(message);
     throw err;
   }
@@ -161,6 +170,7 @@ async function resolve(
   vm: VirtualMachine,
   identity: Required<Pick<VirtualMachineStatus, "domainUUID" | "interfaces">>,
   name: string,
+  facts: NodeFacts,
   ctx: VmContext,
 ): Promise<ResolvedVm> {
   const ns = vm.metadata.namespace ?? "default";
@@ -178,7 +188,8 @@ async function resolve(
     volumes,
     bridges,
     ...(iso ? { cloudInitIso: iso } : {}),
-    domainType: (await ctx.nodeFacts()).domainType,
+    domainType: facts.domainType,
+    defaultCpu: facts.defaultCpu,
   };
 }
 
@@ -231,7 +242,7 @@ async function applyDefinition(
   if (isActive(existing)) {
     const liveModel = parseDomainXml(await hv.getXml(name));
     await replugTaps(vm, desired, liveModel, ctx);
-    const live = diffDomains(desired, liveModel);
+    const live = diffDomains(desired, liveModel, { live: true });
     for (const change of live.filter((c) => c.class === "live")) {
       await applyLive(name, change, facts, ctx);
       await ctx.events.normal(vm, "UpdatedLive", `${describe(change)} on the running domain`);
@@ -338,29 +349,73 @@ async function applyRunStrategy(
 ): Promise<PowerOutcome> {
   const strategy = vm.spec.runStrategy ?? "Always";
   const active = isActive(domain);
+  if (strategy === "Halted" || strategy === "Manual") ctx.starts.forget(key);
   if (strategy === "Halted") {
     const stop = await stopGracefully(vm, key, name, domain, ctx);
     return { ...stop, domain: stop.domain ?? domain };
   }
+  const running = condition("Ready", "True", "Running", `running on ${ctx.node}`);
+  if (active) ctx.starts.running(key);
   // RerunOnFailure leaves a guest that powered itself off alone; Manual never starts anything.
   const shouldStart =
     !active && (strategy === "Always" || (strategy === "RerunOnFailure" && domain.reason !== shutoffByGuest));
-  if (shouldStart) {
+  if (!shouldStart)
+    return {
+      domain,
+      ready: active ? running : condition("Ready", "True", "Stopped", `stopped (runStrategy ${strategy})`),
+    };
+
+  ctx.starts.foundStopped(key, stoppedByItself(domain));
+  const generation = vm.metadata.generation;
+  const wait = ctx.starts.waiting(key, generation);
+  if (wait) return startFailed(domain, wait);
+  try {
     await ctx.hypervisor.start(name);
-    if (vm.status?.phase === "Running")
-      await ctx.events.warning(vm, "Restarted", `domain ${name} was found ${domain.state}; started it again`);
-    else await ctx.events.normal(vm, "Started", `started domain ${name}`);
-    ctx.shutdownDeadlines.delete(key);
-    const started = (await ctx.hypervisor.lookup(name)) ?? domain;
-    return { domain: started, ready: condition("Ready", "True", "Running", `running on ${ctx.node}`) };
+  } catch (err) {
+    // libvirtd away is the runtime's retry; anything else libvirt refused is a failed start that backs off.
+    if (!(err instanceof LibvirtError) || err.kind === "transient") throw err;
+    const failure = ctx.starts.failed(key, generation, withoutTimestamps(err.message));
+    await ctx.events.warning(vm, "StartFailed", failure.message);
+    return startFailed(domain, failure);
   }
+  ctx.starts.started(key, generation);
+  if (vm.status?.phase === "Running")
+    await ctx.events.warning(vm, "Restarted", `domain ${name} was found ${domain.state}; started it again`);
+  else await ctx.events.normal(vm, "Started", `started domain ${name}`);
+  ctx.shutdownDeadlines.delete(key);
+  return { domain: (await ctx.hypervisor.lookup(name)) ?? domain, ready: running };
+}
+
+/**
+ * Why a domain stopped when the guest or QEMU stopped it (a crash-loop candidate); undefined when
+ * someone destroyed or undefined it from outside, which is drift to repair at once.
+ */
+function stoppedByItself(d: DomainInfo): string | undefined {
+  if (d.state === "crashed") return "the guest crashed";
+  if (d.state !== "shutoff") return undefined;
+  return { [shutoffByGuest]: "the guest powered off", [shutoffCrashed]: "QEMU crashed", [shutoffFailed]: "it failed" }[
+    d.reason
+  ];
+}
+
+/** Not Ready, says why and when the next start comes; the key comes back then. */
+function startFailed(domain: DomainInfo, wait: StartWait): PowerOutcome {
+  const times = wait.failures === 1 ? "once" : `${wait.failures} times`;
   return {
     domain,
-    ready: isActive(domain)
-      ? condition("Ready", "True", "Running", `running on ${ctx.node}`)
-      : condition("Ready", "True", "Stopped", `stopped (runStrategy ${strategy})`),
+    ready: condition(
+      "Ready",
+      "False",
+      "StartFailed",
+      `${wait.message} (failed ${times}; next try at ${new Date(wait.until).toISOString()})`,
+    ),
+    pollMs: Math.max(0, wait.until - Date.now()),
   };
 }
+
+/** QEMU stamps its messages with the time: without it, repeats of one failure read (and fold) as one. */
+const withoutTimestamps = (message: string) =>
+  message.replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)?:?\s*/g, "");
 
 /**
  * ACPI shutdown, then destroy once the grace period is over. Non-blocking: the deadline is kept in
@@ -423,6 +478,7 @@ async function cleanup(vm: VirtualMachine, key: string, name: string, ctx: VmCon
     await ctx.events.normal(vm, "Deleted", `undefined domain ${name} on ${ctx.node}`);
   }
   await ctx.media.remove(name);
+  ctx.starts.forget(key);
   await ctx.vms.patch(key, removeFinalizerPatch(vm.metadata.finalizers, vmFinalizer));
   return {};
 }
@@ -448,6 +504,7 @@ async function removeOrphan(key: string, ctx: VmContext): Promise<Action> {
 
 function failureReason(err: unknown): string | undefined {
   if (err instanceof DomainXmlError) return "InvalidSpec";
+  if (err instanceof UnsupportedOnNode) return "Unsupported";
   if (err instanceof MissingInput) return "MissingInput";
   if (err instanceof LibvirtError)
     return (
@@ -488,7 +545,7 @@ async function report(
   );
   const phase = deleting
     ? "Terminating"
-    : failed
+    : failed || r.ready?.reason === "StartFailed"
       ? "Failed"
       : waiting && !domain
         ? "Pending"

@@ -1,6 +1,6 @@
 import type { VirtualMachine } from "../api/virtualmachine.js";
 import { toBytes } from "../api/quantity.js";
-import { cloudInitDiskName, type DiskModel, type DomainModel } from "./model.js";
+import { cloudInitDiskName, type CpuModel, type DiskModel, type DomainModel } from "./model.js";
 
 /** What a VirtualMachine's references resolved to, and what was generated once and kept in status. */
 export interface ResolvedVm {
@@ -15,6 +15,13 @@ export interface ResolvedVm {
   /** Path of the NoCloud ISO on the node, when the VM has cloud-init. */
   cloudInitIso?: string;
   domainType: "kvm" | "qemu";
+  /** The node's CPU for VMs that name none (from its probe). */
+  defaultCpu: CpuModel;
+}
+
+/** The VM asks for something this node cannot give (host-passthrough on a TCG node): nothing to retry. */
+export class UnsupportedOnNode extends Error {
+  override name = "UnsupportedOnNode";
 }
 
 /** libvirt domain names are per node; "_" cannot occur in namespace or object names, so this never collides. */
@@ -35,10 +42,25 @@ function targetName(prefix: string, index: number): string {
   return prefix + suffix;
 }
 
-/** Under TCG (no /dev/kvm) there is no host CPU to pass through: QEMU's "max" CPU is the equivalent. */
-function cpuOf(model: string, type: ResolvedVm["domainType"]): DomainModel["cpu"] {
-  if (model === "host-passthrough" || model === "host-model") return { mode: type === "kvm" ? model : "maximum" };
-  return { mode: "custom", model };
+const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+/**
+ * The node's CPU when the spec names none; a host mode only where the node runs KVM (it keeps the
+ * features the node's probe had to turn off); a named model as it is. The spec's features come last
+ * and win over the node's for the same name.
+ */
+function cpuOf(cpu: VirtualMachine["spec"]["cpu"], r: ResolvedVm): CpuModel {
+  const model = cpu?.model;
+  let base: CpuModel;
+  if (model === undefined) base = r.defaultCpu;
+  else if (model === "host-passthrough" || model === "host-model") {
+    if (r.domainType !== "kvm")
+      throw new UnsupportedOnNode(`cpu.model ${model} needs KVM, and this node runs VMs under TCG (no usable KVM)`);
+    base = { mode: model, features: r.defaultCpu.features.filter((f) => f.policy === "disable") };
+  } else base = { mode: "custom", model, features: [] };
+  const features = new Map(base.features.map((f) => [f.name, f]));
+  for (const f of cpu?.features ?? []) features.set(f.name, { name: f.name, policy: f.policy ?? "require" });
+  return { ...base, features: [...features.values()].sort(byName) };
 }
 
 /** The domain a VirtualMachine asks for. Pure: everything it needs is passed in. */
@@ -75,14 +97,13 @@ export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
       readOnly: true,
     });
   }
-  const model = s.cpu?.model ?? "host-passthrough";
   return {
     name: domainName(vm.metadata.namespace ?? "default", vm.metadata.name),
     uuid: r.uuid,
     type: r.domainType,
     memoryKiB: (toBytes(s.memory) + 1023n) / 1024n,
     vcpus: s.cpu?.cores ?? 1,
-    cpu: cpuOf(model, r.domainType),
+    cpu: cpuOf(s.cpu, r),
     firmware: s.firmware ?? "bios",
     secureBoot: s.secureBoot ?? false,
     disks,

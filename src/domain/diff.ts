@@ -19,8 +19,11 @@ export type Change =
 
 const byName = <T extends { name: string }>(list: T[]) => new Map(list.map((x) => [x.name, x]));
 
-/** Every difference, classified; an empty list means the domain is converged. */
-export function diffDomains(desired: DomainModel, observed: DomainModel): Change[] {
+/**
+ * Every difference, classified; an empty list means the domain is converged. `live`: the observed
+ * model is a running domain's, where libvirt has expanded host-model into the CPU it chose.
+ */
+export function diffDomains(desired: DomainModel, observed: DomainModel, { live = false } = {}): Change[] {
   const changes: Change[] = [];
   const field = (name: string, d: unknown, o: unknown, cls: ChangeClass) => {
     if (!isDeepStrictEqual(d, o)) changes.push({ kind: "field", field: name, desired: d, observed: o, class: cls });
@@ -30,7 +33,7 @@ export function diffDomains(desired: DomainModel, observed: DomainModel): Change
   field("type", desired.type, observed.type, "restart");
   field("memory", desired.memoryKiB, observed.memoryKiB, "restart");
   field("vcpus", desired.vcpus, observed.vcpus, "restart");
-  field("cpu", desired.cpu, observed.cpu, "restart");
+  if (!(live && desired.cpu.mode === "host-model")) field("cpu", desired.cpu, observed.cpu, "restart");
   field("firmware", desired.firmware, observed.firmware, "restart");
   field("secureBoot", desired.secureBoot, observed.secureBoot, "restart");
   field("graphics", desired.graphics, observed.graphics, "restart");

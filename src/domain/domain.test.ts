@@ -4,13 +4,14 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import type { VirtualMachine } from "../api/virtualmachine.js";
-import { desiredDomain, type ResolvedVm } from "./desired.js";
+import { desiredDomain, UnsupportedOnNode, type ResolvedVm } from "./desired.js";
 import { diffDomains } from "./diff.js";
 import type { DomainModel, NodeFacts } from "./model.js";
 import { DomainXmlError, parseDomainXml, renderDomainXml } from "./xml.js";
 
 const facts: NodeFacts = {
   domainType: "qemu",
+  defaultCpu: { mode: "maximum", features: [] },
   ceph: {
     monitors: [{ host: "127.0.0.1", port: 6789 }],
     user: "libvirt",
@@ -37,6 +38,13 @@ export const exampleResolved: ResolvedVm = {
   bridges: { br0: "br0", br100: "br100" },
   cloudInitIso: "/var/lib/kaktus/cloud-init/acme_web-1.iso",
   domainType: "qemu",
+  defaultCpu: { mode: "maximum", features: [] },
+};
+
+/** A KVM node whose probe had to turn arch-capabilities off for host-passthrough to start. */
+const kvmNode: Pick<ResolvedVm, "domainType" | "defaultCpu"> = {
+  domainType: "kvm",
+  defaultCpu: { mode: "host-passthrough", features: [{ name: "arch-capabilities", policy: "disable" }] },
 };
 
 describe("desired domain of the example VM", () => {
@@ -48,7 +56,7 @@ describe("desired domain of the example VM", () => {
       type: "qemu",
       memoryKiB: 4n * 1024n * 1024n,
       vcpus: 2,
-      cpu: { mode: "maximum" }, // TCG; host-passthrough on kvm nodes
+      cpu: { mode: "maximum", features: [] }, // the TCG node's default
       firmware: "efi",
       graphics: "spice",
       owner: { namespace: "acme", name: "web-1" },
@@ -85,6 +93,70 @@ describe("desired domain of the example VM", () => {
   });
 });
 
+describe("the CPU a VM gets", () => {
+  type CpuSpec = NonNullable<VirtualMachine["spec"]["cpu"]>;
+  const cpuOn = (node: Pick<ResolvedVm, "domainType" | "defaultCpu">, cpu: CpuSpec) => {
+    const vm = exampleVm();
+    vm.spec.cpu = { cores: 2, ...cpu };
+    return desiredDomain(vm, { ...exampleResolved, ...node }).cpu;
+  };
+  const tcgNode = { domainType: "qemu", defaultCpu: exampleResolved.defaultCpu } as const;
+  const off = (name: string) => ({ name, policy: "disable" as const });
+  const on = (name: string) => ({ name, policy: "require" as const });
+
+  it.each([
+    ["no model on a TCG node: its default", tcgNode, {}, { mode: "maximum", features: [] }],
+    ["no model on a KVM node: its probed default", kvmNode, {}, kvmNode.defaultCpu],
+    [
+      "host-model on a KVM node keeps the probe's disabled features",
+      kvmNode,
+      { model: "host-model" },
+      { mode: "host-model", features: [off("arch-capabilities")] },
+    ],
+    ["a named model on KVM", kvmNode, { model: "EPYC" }, { mode: "custom", model: "EPYC", features: [] }],
+    ["a named model on TCG", tcgNode, { model: "qemu64" }, { mode: "custom", model: "qemu64", features: [] }],
+    [
+      "the spec's features, sorted, policy require by default",
+      tcgNode,
+      { model: "qemu64", features: [{ name: "pdpe1gb" }, { name: "avx2", policy: "disable" }] },
+      { mode: "custom", model: "qemu64", features: [off("avx2"), on("pdpe1gb")] },
+    ],
+    [
+      "the spec's features win over the node's for the same name",
+      kvmNode,
+      { features: [{ name: "arch-capabilities", policy: "require" }, { name: "x2apic" }] },
+      { mode: "host-passthrough", features: [on("arch-capabilities"), on("x2apic")] },
+    ],
+  ] as const)("%s", (_, node, cpu, want) => {
+    expect(cpuOn(node, structuredClone(cpu) as CpuSpec)).toEqual(want);
+  });
+
+  it.each(["host-passthrough", "host-model"])("%s on a TCG node is refused, saying why", (model) => {
+    expect(() => cpuOn(tcgNode, { model })).toThrow(UnsupportedOnNode);
+    expect(() => cpuOn(tcgNode, { model })).toThrow(`cpu.model ${model} needs KVM`);
+  });
+
+  it("renders and reads back features", () => {
+    const vm = exampleVm();
+    vm.spec.cpu = { cores: 1, model: "host-passthrough", features: [{ name: "sse4.1" }] };
+    const desired = desiredDomain(vm, { ...exampleResolved, ...kvmNode });
+    const xml = renderDomainXml(desired, facts);
+    expect(xml).toContain('<cpu mode="host-passthrough">');
+    expect(xml).toContain('<feature policy="disable" name="arch-capabilities"/>');
+    expect(xml).toContain('<feature policy="require" name="sse4.1"/>');
+    expect(parseDomainXml(xml).cpu).toEqual(desired.cpu);
+  });
+
+  it("a running host-model domain, which libvirt shows as the CPU it chose, is not drift", () => {
+    const vm = exampleVm();
+    vm.spec.cpu = { cores: 2, model: "host-model" };
+    const desired = desiredDomain(vm, { ...exampleResolved, ...kvmNode });
+    const live = { ...desired, cpu: { mode: "custom" as const, model: "EPYC-Rome", features: [on("x2apic")] } };
+    expect(diffDomains(desired, live, { live: true })).toEqual([]);
+    expect(diffDomains(desired, live).map((c) => c.kind === "field" && c.field)).toEqual(["cpu"]);
+  });
+});
+
 describe("diff classification, one field at a time", () => {
   const base = desiredDomain(exampleVm(), exampleResolved);
   const edit = (f: (vm: VirtualMachine, r: ResolvedVm) => unknown): DomainModel => {
@@ -100,6 +172,20 @@ describe("diff classification, one field at a time", () => {
   const table: [string, Edit, [string, string][]][] = [
     ["memory", (vm: VirtualMachine) => (vm.spec.memory = "8Gi"), [["field:memory", "restart"]]],
     ["cores", (vm: VirtualMachine) => (vm.spec.cpu = { cores: 4 }), [["field:vcpus", "restart"]]],
+    ["a CPU model", (vm: VirtualMachine) => (vm.spec.cpu = { cores: 2, model: "qemu64" }), [["field:cpu", "restart"]]],
+    [
+      "a CPU feature",
+      (vm: VirtualMachine) => (vm.spec.cpu = { cores: 2, features: [{ name: "avx2", policy: "disable" }] }),
+      [["field:cpu", "restart"]],
+    ],
+    [
+      "the node's accelerator (a re-probe found KVM gone)",
+      (_: VirtualMachine, r: ResolvedVm) => Object.assign(r, kvmNode),
+      [
+        ["field:type", "restart"],
+        ["field:cpu", "restart"],
+      ],
+    ],
     ["firmware", (vm: VirtualMachine) => (vm.spec.firmware = "bios"), [["field:firmware", "restart"]]],
     ["graphics", (vm: VirtualMachine) => (vm.spec.graphics = "vnc"), [["field:graphics", "restart"]]],
     [
@@ -181,6 +267,7 @@ describe("hostile strings never produce invalid XML or an injected element", () 
     bridge: hostile,
     mac: hostile,
     cpuModel: hostile,
+    cpuFeature: hostile,
   });
 
   it("renders valid XML that reads back exactly, or refuses with a DomainXmlError", () => {
@@ -192,7 +279,7 @@ describe("hostile strings never produce invalid XML or an injected element", () 
           type: "qemu",
           memoryKiB: 65536n,
           vcpus: 1,
-          cpu: { mode: "custom", model: h.cpuModel },
+          cpu: { mode: "custom", model: h.cpuModel, features: [{ name: h.cpuFeature, policy: "disable" }] },
           firmware: "bios",
           secureBoot: false,
           disks: [

@@ -11,8 +11,7 @@ export interface DomainModel {
   type: "kvm" | "qemu";
   memoryKiB: bigint;
   vcpus: number;
-  /** "maximum" is what TCG offers in place of host-passthrough (QEMU's "max" CPU). */
-  cpu: { mode: "host-passthrough" | "host-model" | "maximum" | "custom"; model?: string };
+  cpu: CpuModel;
   firmware: "bios" | "efi";
   secureBoot: boolean;
   disks: DiskModel[];
@@ -20,6 +19,20 @@ export interface DomainModel {
   graphics: "spice" | "vnc" | "none";
   /** The object this domain belongs to (from <metadata>); absent on domains the operator did not make. */
   owner?: DomainOwner;
+}
+
+/** "maximum" is what TCG offers in place of host-passthrough (QEMU's "max" CPU). */
+export interface CpuModel {
+  mode: "host-passthrough" | "host-model" | "maximum" | "custom";
+  /** A libvirt CPU model name, with mode custom. */
+  model?: string;
+  /** Sorted by name, so that two equal CPUs compare equal. */
+  features: CpuFeature[];
+}
+
+export interface CpuFeature {
+  name: string;
+  policy: "require" | "disable";
 }
 
 export interface DomainOwner {
@@ -50,9 +63,11 @@ export interface InterfaceModel {
   tap?: string;
 }
 
-/** Host facts the XML depends on: how QEMU reaches Ceph and which virtualization the node has. */
+/** Host facts the XML depends on: how QEMU reaches Ceph, which virtualization the node has, its default CPU. */
 export interface NodeFacts {
   domainType: "kvm" | "qemu";
+  /** The CPU of VMs whose spec names none: what the node's probe found to work. */
+  defaultCpu: CpuModel;
   ceph: { monitors: { host: string; port: number }[]; user: string; secretUuid: string };
 }
 

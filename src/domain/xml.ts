@@ -1,6 +1,14 @@
 import { XMLBuilder, XMLParser } from "fast-xml-parser";
 import { toBytes } from "../api/quantity.js";
-import { diskAlias, nicAlias, type DiskModel, type DomainModel, type InterfaceModel, type NodeFacts } from "./model.js";
+import {
+  diskAlias,
+  nicAlias,
+  type CpuFeature,
+  type DiskModel,
+  type DomainModel,
+  type InterfaceModel,
+  type NodeFacts,
+} from "./model.js";
 
 /**
  * Domain XML in the Kaktus agent's layout, built and read with a real XML library: every string
@@ -99,14 +107,13 @@ export const renderDiskXml = (d: DiskModel, facts: NodeFacts) => builder.build({
 export const renderInterfaceXml = (i: InterfaceModel) => builder.build({ interface: interfaceNode(i) }) as string;
 
 export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
-  const cpu =
-    m.cpu.mode === "custom"
-      ? {
-          "@_mode": "custom",
-          "@_match": "exact",
-          model: { "@_fallback": "allow", "#text": text(m.cpu.model ?? "", "cpu model") },
-        }
-      : { "@_mode": m.cpu.mode };
+  const cpu = {
+    "@_mode": m.cpu.mode,
+    ...(m.cpu.mode === "custom"
+      ? { "@_match": "exact", model: { "@_fallback": "allow", "#text": text(m.cpu.model ?? "", "cpu model") } }
+      : {}),
+    feature: m.cpu.features.map((f) => ({ "@_policy": f.policy, "@_name": attrText(f.name, "cpu feature") })),
+  };
   const graphics =
     m.graphics === "none"
       ? {}
@@ -185,8 +192,12 @@ const parser = new XMLParser({
   // Names are data: keep them exactly, spaces included.
   trimValues: false,
   isArray: (name, path) =>
-    ["domain.devices.disk", "domain.devices.interface", "domain.devices.disk.source.host"].includes(String(path)) ||
-    name === "controller",
+    [
+      "domain.devices.disk",
+      "domain.devices.interface",
+      "domain.devices.disk.source.host",
+      "domain.cpu.feature",
+    ].includes(String(path)) || name === "controller",
 });
 
 const attr = (node: unknown, name: string): string | undefined =>
@@ -271,10 +282,13 @@ export function parseDomainXml(xml: string): DomainModel {
     type: (attr(d, "type") ?? "qemu") as DomainModel["type"],
     memoryKiB: memoryKiB(d.memory),
     vcpus: Number(textOf(d.vcpu)),
-    cpu:
-      cpuMode === "custom"
-        ? { mode: "custom", model: textOf((cpuNode as Node | undefined)?.model) }
-        : { mode: cpuMode },
+    cpu: {
+      mode: cpuMode,
+      ...(cpuMode === "custom" ? { model: textOf(cpuNode?.model) } : {}),
+      features: ((cpuNode?.feature as Node[] | undefined) ?? [])
+        .map((f) => ({ name: attr(f, "name") ?? "", policy: attr(f, "policy") as CpuFeature["policy"] }))
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)),
+    },
     firmware: attr(os, "firmware") === "efi" || os.loader !== undefined ? "efi" : "bios",
     secureBoot: secureBoot(os),
     disks,

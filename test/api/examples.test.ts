@@ -42,13 +42,15 @@ describe("the CRDs and the examples", () => {
     expect(vm.spec).toMatchObject({
       node: "kaktus-a",
       runStrategy: "Always",
-      cpu: { cores: 2, model: "host-passthrough" },
+      // No CPU model: the node's default, which its agent probes.
+      cpu: { cores: 2 },
       firmware: "efi",
       secureBoot: false,
       graphics: "spice",
       autostart: true,
       shutdownGracePeriodSeconds: 60,
     });
+    expect(vm.spec.cpu?.model).toBeUndefined();
     expect(vm.spec.disks).toEqual([
       { name: "os", volumeRef: "web-1-os", bootOrder: 1, bus: "virtio", readOnly: false },
       { name: "data", volumeRef: "web-1-data", bus: "virtio", readOnly: false },

@@ -25,6 +25,7 @@ const work = mkdtempSync(join(tmpdir(), "kaktus-rt-"));
 const secretUuid = randomUUID();
 const facts: NodeFacts = {
   domainType: "qemu",
+  defaultCpu: { mode: "maximum", features: [] },
   ceph: { monitors: [{ host: "127.0.0.1", port: 6789 }], user: "libvirt", secretUuid },
 };
 const images = { os: `rt-${id}-os`, data: `rt-${id}-data`, logs: `rt-${id}-logs` };

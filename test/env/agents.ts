@@ -2,6 +2,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { cephLibvirtKeyringPath } from "./ceph.js";
 import { cephConfPath, kubeconfigPath, repoRoot, type LabNode } from "./paths.js";
+import { probeGuestDir } from "./probe-guest.js";
 import { LabError, logTail, runningPid, startDaemon, stopDaemon, waitFor, type Daemon } from "./proc.js";
 
 export interface AgentOptions {
@@ -10,6 +11,31 @@ export interface AgentOptions {
   resyncSeconds?: number;
   leaseDurationSeconds?: number;
   logLevel?: string;
+  /** Extra flags (for example a forced --accelerator). */
+  args?: string[];
+}
+
+/** The agent's command line (after `node`) for one lab node. */
+export function labAgentArgs(node: LabNode, opts: AgentOptions): string[] {
+  return [
+    "--import",
+    "tsx",
+    join(repoRoot, "src/main.ts"),
+    `--node=${node.name}`,
+    `--kubeconfig=${kubeconfigPath}`,
+    `--libvirt-uri=${node.libvirtUri}`,
+    `--ceph-conf=${cephConfPath}`,
+    "--ceph-user=libvirt",
+    `--ceph-keyring=${cephLibvirtKeyringPath}`,
+    `--netns=${node.netns}`,
+    `--state-dir=${join(node.dir, "agent")}`,
+    `--metrics-address=127.0.0.1:${opts.metricsPort}`,
+    `--resync=${opts.resyncSeconds ?? 30}`,
+    `--lease-duration=${opts.leaseDurationSeconds ?? 5}`,
+    `--log-level=${opts.logLevel ?? "info"}`,
+    `--probe-guest=${probeGuestDir()}`,
+    ...(opts.args ?? []),
+  ];
 }
 
 /**
@@ -23,23 +49,7 @@ export function labAgent(node: LabNode, opts: AgentOptions) {
     name: `agent-${node.name}`,
     comm: "node",
     cmd: process.execPath,
-    args: [
-      "--import",
-      "tsx",
-      join(repoRoot, "src/main.ts"),
-      `--node=${node.name}`,
-      `--kubeconfig=${kubeconfigPath}`,
-      `--libvirt-uri=${node.libvirtUri}`,
-      `--ceph-conf=${cephConfPath}`,
-      "--ceph-user=libvirt",
-      `--ceph-keyring=${cephLibvirtKeyringPath}`,
-      `--netns=${node.netns}`,
-      `--state-dir=${join(node.dir, "agent")}`,
-      `--metrics-address=127.0.0.1:${opts.metricsPort}`,
-      `--resync=${opts.resyncSeconds ?? 30}`,
-      `--lease-duration=${opts.leaseDurationSeconds ?? 5}`,
-      `--log-level=${opts.logLevel ?? "info"}`,
-    ],
+    args: labAgentArgs(node, opts),
     env: { ...process.env, NODE_OPTIONS: "" },
   };
   const url = (path: string) => `http://127.0.0.1:${opts.metricsPort}${path}`;
@@ -55,14 +65,15 @@ export function labAgent(node: LabNode, opts: AgentOptions) {
       if (runningPid(daemon)) return;
       mkdirSync(join(node.dir, "agent"), { recursive: true });
       startDaemon(daemon);
-      await waitFor(
+      const outcome = await waitFor(
         `${daemon.name} ready`,
         async () => {
-          if (!runningPid(daemon)) throw new LabError(`${daemon.name} exited:\n${logTail(daemon.name, 30)}`);
-          return (await get("/readyz").catch(() => undefined))?.status === 200 || undefined;
+          if (!runningPid(daemon)) return "exited";
+          return (await get("/readyz").catch(() => undefined))?.status === 200 ? "ready" : undefined;
         },
         { timeoutMs: 60_000 },
       );
+      if (outcome === "exited") throw new LabError(`${daemon.name} exited:\n${logTail(daemon.name, 30)}`);
     },
     /** SIGTERM (graceful: reconciles finish, the lease is released), then SIGKILL after the grace. */
     stop: (graceMs = 30_000) => stopDaemon(daemon, graceMs),

@@ -7,6 +7,7 @@ import { controlPlane } from "./kube.js";
 import { libvirtDaemon } from "./libvirt.js";
 import { insideLab } from "./netns.js";
 import { labNetns, nodes } from "./paths.js";
+import { buildProbeGuest } from "./probe-guest.js";
 import { LabError } from "./proc.js";
 
 export * from "./paths.js";
@@ -46,6 +47,9 @@ const hostCommands = [
   "virtlockd",
   "virsh",
   "qemu-system-x86_64",
+  "gcc",
+  "cpio",
+  "dpkg-deb",
 ];
 
 /** What the machine must have before anything starts; says how to get it instead of failing later. */
@@ -80,6 +84,8 @@ export async function up(names: readonly string[] = Object.keys(components)): Pr
   const unknown = names.filter((n) => !(n in components));
   if (unknown.length)
     throw new LabError(`unknown lab components ${unknown.join(", ")}; known: ${Object.keys(components).join(", ")}`);
+  // The agents boot it to check KVM; built once by `.ci/setup`, this only checks it is there.
+  await buildProbeGuest();
   const entries = Object.entries(components).filter(([name]) => names.includes(name));
   const health = await Promise.all(entries.map(([, c]) => c.healthy()));
   const toStart = entries.filter((_, i) => !health[i]);

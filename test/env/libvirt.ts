@@ -5,15 +5,18 @@ import { labNetns, repoRoot, type LabNode } from "./paths.js";
 import { run, runningPid, startDaemon, stopDaemon, stopPid, waitDaemonReady, type Daemon } from "./proc.js";
 
 /**
- * One libvirtd (QEMU driver, TCG where there is no /dev/kvm) per lab node, started by hand since
- * there is no systemd, inside the node's network namespace and a private mount namespace.
+ * One libvirtd (QEMU driver) per lab node, started by hand since there is no systemd, inside the
+ * node's network namespace and a private mount namespace (where node B's /dev/kvm is hidden).
  */
 const sandboxScript = join(repoRoot, "test/env/libvirtd-sandbox.sh");
 
 export const virsh = (node: LabNode, ...args: string[]) => run("virsh", ["-c", node.libvirtUri, ...args]);
 
 function daemon(node: LabNode): Daemon {
-  const sandbox = ["unshare", "--mount", "--propagation", "private", "--", sandboxScript, node.dir];
+  const sandbox = [
+    ...["unshare", "--mount", "--propagation", "private", "--", sandboxScript, node.dir],
+    ...(node.hideKvm ? ["hide-kvm"] : []),
+  ];
   // The lab namespace is where we already run; node B is entered explicitly.
   const inNetns = node.netns === labNetns && insideLab() ? sandbox : ["ip", "netns", "exec", node.netns, ...sandbox];
   return { name: `libvirtd-${node.name}`, comm: "libvirtd", cmd: inNetns[0]!, args: inNetns.slice(1) };
@@ -49,15 +52,22 @@ async function stopHelpers(node: LabNode): Promise<void> {
   }
 }
 
+/** Whether this libvirtd offers KVM; a node that should hide it but does not was started before the mask. */
+const offersKvm = async (node: LabNode) => (await virsh(node, "capabilities")).stdout.includes("<domain type='kvm'");
+
 export function libvirtDaemon(node: LabNode) {
   const d = daemon(node);
+  const kvmAsWanted = async () => !node.hideKvm || !(await offersKvm(node));
   return {
     async healthy(): Promise<boolean> {
       if (runningPid(d) === undefined) return false;
-      return (await virsh(node, "uri").catch(() => undefined)) !== undefined;
+      return (
+        (await kvmAsWanted().catch(() => false)) && (await virsh(node, "uri").catch(() => undefined)) !== undefined
+      );
     },
 
     async start(): Promise<void> {
+      if (runningPid(d) !== undefined && !(await kvmAsWanted().catch(() => true))) await this.stop();
       if (runningPid(d) === undefined) {
         await stopHelpers(node); // left over from a libvirtd that was killed
         writeConfig(node);

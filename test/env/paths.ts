@@ -25,14 +25,24 @@ export interface LabNode {
   dir: string;
   /** libvirt URI reachable from any namespace (unix sockets are files). */
   libvirtUri: string;
+  /** Its libvirtd sees no /dev/kvm (hidden in its mount namespace): a TCG node whatever the machine. */
+  hideKvm: boolean;
 }
 
-function node(name: string, netns: string): LabNode {
+function node(name: string, netns: string, hideKvm: boolean): LabNode {
   const dir = join(labDir, "nodes", name);
-  return { name, netns, dir, libvirtUri: `qemu:///system?socket=${join(dir, "run", "libvirt-sock")}` };
+  return { name, netns, dir, libvirtUri: `qemu:///system?socket=${join(dir, "run", "libvirt-sock")}`, hideKvm };
 }
 
-export const nodes: readonly LabNode[] = [node("kaktus-a", labNetns), node("kaktus-b", nodeBNetns)];
+/**
+ * Node A uses whatever KVM the machine has (its agent's probe decides); node B never has KVM, so
+ * every run exercises both kinds of host. KAKTUS_LAB_HIDE_KVM=1 hides it from node A too (the
+ * TCG-only machine, on a machine with KVM).
+ */
+export const nodes: readonly LabNode[] = [
+  node("kaktus-a", labNetns, process.env.KAKTUS_LAB_HIDE_KVM === "1"),
+  node("kaktus-b", nodeBNetns, true),
+];
 
 export const kubeDir = join(labDir, "kube");
 export const kubeconfigPath = join(kubeDir, "admin.kubeconfig");

@@ -15,6 +15,10 @@ export interface DeviceScope {
 export interface Hypervisor {
   readonly uri: string;
   capabilities(): Promise<string>;
+  /** Domain capabilities XML for q35 under one virtualization type; fails when libvirt does not offer it. */
+  domainCapabilities(virtType: "kvm" | "qemu"): Promise<string>;
+  /** Starts a transient domain (gone once it stops, or when this client closes); for probes. */
+  createTransient(xml: string, opts: { paused: boolean }): Promise<DomainInfo>;
   listDomains(): Promise<DomainInfo[]>;
   /** null when there is no such domain. */
   lookup(name: string): Promise<DomainInfo | null>;
@@ -61,6 +65,8 @@ export class LibvirtClient implements Hypervisor {
   }
 
   capabilities = () => this.pool.call("capabilities");
+  domainCapabilities = (virtType: "kvm" | "qemu") => this.pool.call("domainCapabilities", virtType);
+  createTransient = (xml: string, { paused }: { paused: boolean }) => this.pool.call("createTransient", xml, paused);
   listDomains = () => this.pool.call("listDomains");
   lookup = (name: string) => this.pool.call("lookup", name);
   lookupByUuid = (uuid: string) => this.pool.call("lookupByUuid", uuid);

@@ -42,6 +42,9 @@ export const virt = {
   connectClose: lib.func("int virConnectClose(virConnect *conn)"),
   connectIsAlive: lib.func("int virConnectIsAlive(virConnect *conn)"),
   connectGetCapabilities: lib.func("HeapStr virConnectGetCapabilities(virConnect *conn)"),
+  connectGetDomainCapabilities: lib.func(
+    "HeapStr virConnectGetDomainCapabilities(virConnect *conn, const char *emulatorbin, const char *arch, const char *machine, const char *virttype, unsigned int flags)",
+  ),
   connSetErrorFunc: lib.func("void virConnSetErrorFunc(virConnect *conn, void *userData, virErrorFunc *handler)"),
   connectListAllDomains: lib.func(
     "int virConnectListAllDomains(virConnect *conn, _Out_ virDomain ***domains, unsigned int flags)",
@@ -54,6 +57,7 @@ export const virt = {
   domainDefineXMLFlags: lib.func(
     "virDomain *virDomainDefineXMLFlags(virConnect *conn, const char *xml, unsigned int flags)",
   ),
+  domainCreateXML: lib.func("virDomain *virDomainCreateXML(virConnect *conn, const char *xml, unsigned int flags)"),
   domainGetXMLDesc: lib.func("HeapStr virDomainGetXMLDesc(virDomain *dom, unsigned int flags)"),
   domainCreate: lib.func("int virDomainCreate(virDomain *dom)"),
   domainShutdown: lib.func("int virDomainShutdown(virDomain *dom)"),

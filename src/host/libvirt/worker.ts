@@ -101,6 +101,8 @@ function retryRead<T>(fn: () => T): T {
 const VIR_ERR_INVALID_ARG = 8;
 const VIR_DOMAIN_XML_INACTIVE = 2;
 const VIR_DOMAIN_DEFINE_VALIDATE = 1;
+const VIR_DOMAIN_START_PAUSED = 1;
+const VIR_DOMAIN_START_AUTODESTROY = 2;
 const VIR_DOMAIN_AFFECT_LIVE = 1;
 const VIR_DOMAIN_AFFECT_CONFIG = 2;
 const VIR_DOMAIN_BLOCK_RESIZE_BYTES = 1;
@@ -112,6 +114,14 @@ const deviceFlags = (live: boolean, config: boolean) =>
 export const ops = {
   capabilities: () =>
     retryRead(() => (virt.connectGetCapabilities(connection()) as string | null) ?? fail("capabilities")),
+
+  /** What libvirt offers for one virtualization type on q35 (CPU modes and models); fails when the type is not offered. */
+  domainCapabilities: (virtType: string) =>
+    retryRead(
+      () =>
+        (virt.connectGetDomainCapabilities(connection(), null, "x86_64", "q35", virtType, 0) as string | null) ??
+        fail(`domain capabilities for ${virtType}`),
+    ),
 
   listDomains: (): DomainInfo[] =>
     retryRead(() => {
@@ -141,6 +151,18 @@ export const ops = {
     usingDomain(
       virt.domainDefineXMLFlags(connection(), xml, VIR_DOMAIN_DEFINE_VALIDATE) as Ptr | null,
       "define domain",
+      info,
+    ),
+
+  /** Starts a transient domain that libvirt destroys if this connection closes (probes). */
+  createTransient: (xml: string, paused: boolean): DomainInfo =>
+    usingDomain(
+      virt.domainCreateXML(
+        connection(),
+        xml,
+        VIR_DOMAIN_START_AUTODESTROY | (paused ? VIR_DOMAIN_START_PAUSED : 0),
+      ) as Ptr | null,
+      "create transient domain",
       info,
     ),
 

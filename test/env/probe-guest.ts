@@ -1,0 +1,60 @@
+import { createHash } from "node:crypto";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { probeGuestFiles } from "../../src/host/accel/libvirt-probe.js";
+import { cacheDir, repoRoot } from "./paths.js";
+import { LabError, run } from "./proc.js";
+
+/**
+ * The probe guest the agent boots to check that KVM runs real guest code: Debian's cloud kernel
+ * (taken from its package, never installed on the machine) and an initramfs holding only the static
+ * /init built from src/host/accel/guest/init.c. Built once into the cache, keyed by its sources.
+ */
+const initSource = join(repoRoot, "src/host/accel/guest/init.c");
+const kernelPackage = "linux-image-cloud-amd64";
+
+export function probeGuestDir(): string {
+  const hash = createHash("sha256")
+    .update(readFileSync(initSource))
+    .update(readFileSync(fileURLToPath(import.meta.url)));
+  return join(cacheDir, `probe-guest-${hash.digest("hex").slice(0, 12)}`);
+}
+
+export async function buildProbeGuest(): Promise<string> {
+  const dir = probeGuestDir();
+  if (Object.values(probeGuestFiles).every((f) => existsSync(join(dir, f)))) return dir;
+  const started = Date.now();
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(join(tmp, "root"), { recursive: true });
+  try {
+    // The metapackage names the versioned kernel package of the day.
+    const depends = (await run("apt-cache", ["depends", kernelPackage])).stdout;
+    const versioned = /Depends: (linux-image-[0-9][\w.+-]*)/.exec(depends)?.[1];
+    if (!versioned) throw new LabError(`${kernelPackage} names no kernel package:\n${depends}`);
+    await run("apt-get", ["download", versioned], { cwd: tmp });
+    const deb = readdirSync(tmp).find((f) => f.endsWith(".deb"));
+    if (!deb) throw new LabError(`apt-get download ${versioned} left no .deb`);
+    await run("dpkg-deb", ["-x", deb, "pkg"], { cwd: tmp, timeoutMs: 300_000 });
+    const kernel = readdirSync(join(tmp, "pkg/boot")).find((f) => f.startsWith("vmlinuz-"));
+    if (!kernel) throw new LabError(`${deb} has no /boot/vmlinuz-*`);
+    copyFileSync(join(tmp, "pkg/boot", kernel), join(tmp, probeGuestFiles.kernel));
+
+    await run("gcc", ["-O2", "-static", "-mcx16", "-Wall", "-Werror", "-o", join(tmp, "root/init"), initSource]);
+    await run("cpio", ["--quiet", "-o", "-H", "newc", "-F", join(tmp, probeGuestFiles.initrd)], {
+      cwd: join(tmp, "root"),
+      input: "init\n",
+    });
+    rmSync(join(tmp, "pkg"), { recursive: true, force: true });
+    rmSync(join(tmp, "root"), { recursive: true, force: true });
+    rmSync(join(tmp, deb));
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(tmp, dir);
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  console.error(`[lab] built the probe guest (${kernelPackage}, static /init) in ${(Date.now() - started) / 1000}s`);
+  return dir;
+}
