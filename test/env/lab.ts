@@ -7,7 +7,7 @@ import { controlPlane } from "./kube.js";
 import { libvirtDaemon } from "./libvirt.js";
 import { insideLab } from "./netns.js";
 import { labNetns, nodes } from "./paths.js";
-import { buildProbeGuest } from "./probe-guest.js";
+import { probeGuestBuilt } from "./probe-guest.js";
 import { LabError } from "./proc.js";
 
 export * from "./paths.js";
@@ -84,8 +84,9 @@ export async function up(names: readonly string[] = Object.keys(components)): Pr
   const unknown = names.filter((n) => !(n in components));
   if (unknown.length)
     throw new LabError(`unknown lab components ${unknown.join(", ")}; known: ${Object.keys(components).join(", ")}`);
-  // The agents boot it to check KVM; built once by `.ci/setup`, this only checks it is there.
-  await buildProbeGuest();
+  // The agents boot it to check KVM. Built by `.ci/setup` outside the lab: its kernel is downloaded.
+  if (!probeGuestBuilt())
+    throw new LabError("the probe guest is not built: run `bash .ci/setup` (or `npm run lab -- build`)");
   const entries = Object.entries(components).filter(([name]) => names.includes(name));
   const health = await Promise.all(entries.map(([, c]) => c.healthy()));
   const toStart = entries.filter((_, i) => !health[i]);

@@ -21,9 +21,11 @@ export function probeGuestDir(): string {
   return join(cacheDir, `probe-guest-${hash.digest("hex").slice(0, 12)}`);
 }
 
+export const probeGuestBuilt = () => Object.values(probeGuestFiles).every((f) => existsSync(join(probeGuestDir(), f)));
+
 export async function buildProbeGuest(): Promise<string> {
   const dir = probeGuestDir();
-  if (Object.values(probeGuestFiles).every((f) => existsSync(join(dir, f)))) return dir;
+  if (probeGuestBuilt()) return dir;
   const started = Date.now();
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
