@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { probeGuestFiles } from "../../src/host/accel/libvirt-probe.js";
 import { cacheDir, repoRoot } from "./paths.js";
 import { LabError, run } from "./proc.js";
@@ -13,11 +12,11 @@ import { LabError, run } from "./proc.js";
  */
 const initSource = join(repoRoot, "src/host/accel/guest/init.c");
 const kernelPackage = "linux-image-cloud-amd64";
+/** Bump when the recipe below changes: the cache is keyed by it and by /init's source. */
+const recipe = `1 ${kernelPackage} gcc -O2 -static -mcx16; cpio newc`;
 
 export function probeGuestDir(): string {
-  const hash = createHash("sha256")
-    .update(readFileSync(initSource))
-    .update(readFileSync(fileURLToPath(import.meta.url)));
+  const hash = createHash("sha256").update(readFileSync(initSource)).update(recipe);
   return join(cacheDir, `probe-guest-${hash.digest("hex").slice(0, 12)}`);
 }
 
