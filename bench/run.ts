@@ -1,6 +1,7 @@
 import { performance } from "node:perf_hooks";
 import { components, up } from "../test/env/lab.js";
 import { agentBenchmark } from "./agent.js";
+import { examplesBenchmark } from "./examples.js";
 import { hostBenchmark } from "./host.js";
 
 /**
@@ -21,6 +22,12 @@ const suites: Record<string, Suite> = {
   async agent() {
     await up();
     return agentBenchmark();
+  },
+
+  /** The examples from nothing to converged with two agents: reconciles and API writes. */
+  async examples() {
+    await up();
+    return examplesBenchmark();
   },
 
   /** How long each lab component takes to start warm (state kept) and to stop. */

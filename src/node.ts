@@ -38,12 +38,27 @@ export interface NodeFactsConfig {
 export class NodeFactsSource {
   private facts: Promise<NodeFacts> | undefined;
   private refreshing = false;
+  private readonly listeners = new Set<() => void>();
   private readonly core: k8s.CoreV1Api;
   /** Writes to the Node object (for the API write metric). */
   writes = 0;
 
   constructor(private readonly config: NodeFactsConfig) {
     this.core = config.kubeConfig.makeApiClient(k8s.CoreV1Api);
+  }
+
+  /**
+   * The first probe. A choice forced by flag (--accelerator, --cpu-model) that does not work here
+   * rejects: the agent must not start. Any other failure is logged; VMs wait for a later probe.
+   */
+  async probeAtStart(): Promise<void> {
+    const { accelerator, cpuModel } = this.config.probe;
+    try {
+      await this.get();
+    } catch (err) {
+      if (err instanceof ProbeError && (accelerator !== "auto" || cpuModel !== undefined)) throw err;
+      this.config.log.error({ err }, "node probe failed; VMs on this node wait for it");
+    }
   }
 
   get(): Promise<NodeFacts> {
@@ -55,17 +70,32 @@ export class NodeFactsSource {
   }
 
   /**
-   * libvirtd came back (restarted, maybe with another KVM): probe again in the background. VMs keep
-   * the facts they had until the new ones are in; `onChange` is called when those differ.
+   * Probes again in the background whenever libvirtd comes back (restarted, maybe with another
+   * KVM). VMs keep the facts they had until the new ones are in; `onChange` listeners hear when
+   * those differ. Returns the unsubscribe function.
    */
-  refresh(onChange: () => void): void {
+  watch(): () => void {
+    let connected = true;
+    return this.config.hypervisor.onEvent((e) => {
+      if (e.type === "lifecycle") return;
+      if (e.type === "connected" && !connected) this.refresh();
+      connected = e.type === "connected";
+    });
+  }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private refresh(): void {
     if (this.refreshing) return;
     this.refreshing = true;
     const previous = this.facts?.catch(() => undefined);
     this.resolve()
       .then(async (facts) => {
         this.facts = Promise.resolve(facts);
-        if (!isDeepStrictEqual(await previous, facts)) onChange();
+        if (!isDeepStrictEqual(await previous, facts)) for (const l of this.listeners) l();
       })
       .catch((err: unknown) => this.config.log.error({ err }, "node probe after a libvirt reconnect failed"))
       .finally(() => (this.refreshing = false));

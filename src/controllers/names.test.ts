@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { domainKey, domainName } from "../domain/desired.js";
+import { domainKey, domainName } from "../api/names.js";
 import { bridgeFinalizer } from "./bridge.js";
 
 describe("names the reconcilers derive", () => {

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { LibvirtError } from "../host/libvirt/errors.js";
 import { StartBackoff } from "./startbackoff.js";
+import { startFailure } from "./vm-executor.js";
 
 const s = 1000;
 const min = 60 * s;
@@ -100,5 +102,22 @@ describe("start backoff", () => {
     b.failed("k", 1, "x");
     b.forget("k");
     expect(b.waiting("k", 1)).toBeUndefined();
+  });
+});
+
+describe("why a start failed, the same words each try", () => {
+  it.each([
+    "internal error: qemu unexpectedly closed the monitor: 2026-11-25T18:18:28.736741Z qemu-system-x86_64: cannot set up guest memory 'pc.ram': Cannot allocate memory",
+    "internal error: process exited while connecting to monitor: qemu-system-x86_64: cannot set up guest memory 'pc.ram': Cannot allocate memory",
+  ])("%s", (message) => {
+    expect(startFailure(new LibvirtError("failed", 1, message, "start acme_web"))).toBe(
+      "start acme_web: cannot set up guest memory 'pc.ram': Cannot allocate memory",
+    );
+  });
+
+  it("keeps libvirt's own message when QEMU said nothing", () => {
+    expect(startFailure(new LibvirtError("invalid", 67, "unsupported configuration: x", "start a_b"))).toBe(
+      "start a_b: unsupported configuration: x",
+    );
   });
 });

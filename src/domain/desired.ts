@@ -1,3 +1,4 @@
+import { namespaceOf, vmDomainName } from "../api/names.js";
 import type { VirtualMachine } from "../api/virtualmachine.js";
 import { toBytes } from "../api/quantity.js";
 import { cloudInitDiskName, type CpuModel, type DiskModel, type DomainModel } from "./model.js";
@@ -22,15 +23,6 @@ export interface ResolvedVm {
 /** The VM asks for something this node cannot give (host-passthrough on a TCG node): nothing to retry. */
 export class UnsupportedOnNode extends Error {
   override name = "UnsupportedOnNode";
-}
-
-/** libvirt domain names are per node; "_" cannot occur in namespace or object names, so this never collides. */
-export const domainName = (namespace: string, name: string) => `${namespace}_${name}`;
-
-/** The object key ("namespace/name") a domain name stands for; undefined for domains not named by the operator. */
-export function domainKey(domain: string): string | undefined {
-  const m = /^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)_([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$/.exec(domain);
-  return m ? `${m[1]}/${m[3]}` : undefined;
 }
 
 const targetPrefix: Record<DiskModel["bus"], string> = { virtio: "vd", scsi: "sd", sata: "sd" };
@@ -98,7 +90,7 @@ export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
     });
   }
   return {
-    name: domainName(vm.metadata.namespace ?? "default", vm.metadata.name),
+    name: vmDomainName(vm),
     uuid: r.uuid,
     type: r.domainType,
     memoryKiB: (toBytes(s.memory) + 1023n) / 1024n,
@@ -115,6 +107,6 @@ export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
       return { name: i.name, mac: mac.toLowerCase(), bridge, model: i.model ?? "virtio" };
     }),
     graphics: s.graphics ?? "spice",
-    owner: { namespace: vm.metadata.namespace ?? "default", name: vm.metadata.name, uid: vm.metadata.uid ?? "" },
+    owner: { namespace: namespaceOf(vm), name: vm.metadata.name, uid: vm.metadata.uid ?? "" },
   };
 }

@@ -4,10 +4,10 @@ import type { DiskModel, DomainModel, InterfaceModel } from "./model.js";
 /**
  * How a difference between desired and observed can be applied:
  * - live: on the running domain now (attach, detach or update a device) and in its definition;
- * - restart: in the persistent definition now, in effect after the next restart (RestartRequired);
- * - redefine: the domain's identity changed (name, UUID): only a new definition can carry it.
+ * - restart: in the persistent definition now, in effect after the next restart (RestartRequired).
+ * A changed identity (name, UUID) is of the second kind: only a new definition can carry it.
  */
-export type ChangeClass = "live" | "restart" | "redefine";
+export type ChangeClass = "live" | "restart";
 
 export type Change =
   | { kind: "attach-disk"; disk: DiskModel; class: "live" }
@@ -28,8 +28,8 @@ export function diffDomains(desired: DomainModel, observed: DomainModel, { live 
   const field = (name: string, d: unknown, o: unknown, cls: ChangeClass) => {
     if (!isDeepStrictEqual(d, o)) changes.push({ kind: "field", field: name, desired: d, observed: o, class: cls });
   };
-  field("name", desired.name, observed.name, "redefine");
-  field("uuid", desired.uuid, observed.uuid, "redefine");
+  field("name", desired.name, observed.name, "restart");
+  field("uuid", desired.uuid, observed.uuid, "restart");
   field("type", desired.type, observed.type, "restart");
   field("memory", desired.memoryKiB, observed.memoryKiB, "restart");
   field("vcpus", desired.vcpus, observed.vcpus, "restart");

@@ -1,45 +1,12 @@
 import fc from "fast-check";
 import { XMLValidator } from "fast-xml-parser";
-import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { parseAllDocuments } from "yaml";
 import type { VirtualMachine } from "../api/virtualmachine.js";
 import { desiredDomain, UnsupportedOnNode, type ResolvedVm } from "./desired.js";
 import { diffDomains } from "./diff.js";
-import type { DomainModel, NodeFacts } from "./model.js";
+import { exampleResolved, exampleVm, facts } from "../../test/fixtures/domain.js";
+import type { DomainModel } from "./model.js";
 import { DomainXmlError, parseDomainXml, renderDomainXml } from "./xml.js";
-
-const facts: NodeFacts = {
-  domainType: "qemu",
-  defaultCpu: { mode: "maximum", features: [] },
-  ceph: {
-    monitors: [{ host: "127.0.0.1", port: 6789 }],
-    user: "libvirt",
-    secretUuid: "5c2c9a0e-8d4e-4a8e-9f61-0d1a5b1f0a01",
-  },
-};
-
-/** The example VM as the API server returns it: with its defaults filled. */
-export function exampleVm(): VirtualMachine {
-  const doc = parseAllDocuments(readFileSync("examples/30-virtualmachine.yaml", "utf8"))[0]!.toJS() as VirtualMachine;
-  doc.metadata.uid = "0b5a3d6e-7c1f-4e52-9d0a-3c8e1f2b4a55";
-  doc.spec.disks = doc.spec.disks?.map((d) => ({ bus: "virtio", readOnly: false, ...d }));
-  doc.spec.interfaces = doc.spec.interfaces?.map((i) => ({ model: "virtio", ...i }));
-  return doc;
-}
-
-export const exampleResolved: ResolvedVm = {
-  uuid: "8f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
-  macs: { public: "52:54:00:00:00:01" },
-  volumes: {
-    "web-1-os": { pool: "rbd", image: "acme.web-1-os" },
-    "web-1-data": { pool: "rbd", image: "acme.web-1-data" },
-  },
-  bridges: { br0: "br0", br100: "br100" },
-  cloudInitIso: "/var/lib/kaktus/cloud-init/acme_web-1.iso",
-  domainType: "qemu",
-  defaultCpu: { mode: "maximum", features: [] },
-};
 
 /** A KVM node whose probe had to turn arch-capabilities off for host-passthrough to start. */
 const kvmNode: Pick<ResolvedVm, "domainType" | "defaultCpu"> = {
@@ -227,7 +194,7 @@ describe("diff classification, one field at a time", () => {
     [
       "the UUID",
       (_: VirtualMachine, r: ResolvedVm) => (r.uuid = "00000000-0000-4000-8000-000000000000"),
-      [["field:uuid", "redefine"]],
+      [["field:uuid", "restart"]],
     ],
   ];
   it.each(table)("%s", (_, change, expected) => {

@@ -86,17 +86,22 @@ describe("controller loop", () => {
     await c.stop();
   });
 
-  it("abandons a stuck reconcile after its timeout, aborts its signal and retries", async () => {
+  it("aborts a stuck reconcile's signal at its timeout, keeps the key busy until it returns, then retries", async () => {
     const aborted: boolean[] = [];
     let calls = 0;
+    let running = 0;
+    let overlapped = false;
     const c = new Controller(
       "t",
       async (_, signal) => {
         calls++;
+        overlapped ||= running > 0;
+        running++;
         if (calls === 1) {
           await sleep(200);
           aborted.push(signal.aborted);
         }
+        running--;
         return {};
       },
       log,
@@ -108,6 +113,9 @@ describe("controller loop", () => {
     expect(c.counts.timeout).toBe(1);
     await until(() => aborted.length === 1);
     expect(aborted).toEqual([true]);
+    c.enqueue("a"); // queued while a second reconcile may run: still never two at once
+    await until(() => c.counts.success === 2);
+    expect(overlapped).toBe(false);
     await c.stop();
   });
 

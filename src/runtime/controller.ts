@@ -31,7 +31,8 @@ export type ReconcileResult = "success" | "requeue" | "error" | "terminal" | "ti
  * on every reconcile. Events only enqueue keys; the reconcile re-reads everything it needs.
  */
 export class Controller {
-  readonly queue: WorkQueue;
+  /** A new queue each time the controller starts again (a leader-elected one, after losing the lease). */
+  queue: WorkQueue;
   readonly counts: Record<ReconcileResult, number> = { success: 0, requeue: 0, error: 0, terminal: 0, timeout: 0 };
   private running: Promise<void>[] = [];
 
@@ -45,9 +46,9 @@ export class Controller {
   }
 
   enqueue = (key: string): void => this.queue.add(key);
-  enqueueAfter = (key: string, ms: number): void => this.queue.addAfter(key, ms);
 
   start(): void {
+    if (this.queue.isShutDown) this.queue = new WorkQueue(this.options.rateLimits ?? defaultRateLimits);
     const workers = this.options.workers ?? 2;
     this.running = Array.from({ length: workers }, () => this.work());
   }
@@ -69,27 +70,30 @@ export class Controller {
     const started = performance.now();
     const abort = new AbortController();
     const timeoutMs = this.options.reconcileTimeoutMs ?? 120_000;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<"timeout">((resolve) => {
-      timer = setTimeout(() => {
-        abort.abort(new Error(`reconcile of ${key} timed out after ${timeoutMs} ms`));
-        resolve("timeout");
-      }, timeoutMs);
-    });
+    let timedOut = false;
+    // Past its timeout a reconcile is told to give up (its signal aborts), but the key stays busy
+    // until it has really returned: two reconciles of one object never run side by side.
+    const timer = setTimeout(() => {
+      timedOut = true;
+      abort.abort(new Error(`reconcile of ${key} timed out after ${timeoutMs} ms`));
+      log.warn({ timeoutMs }, "reconcile timed out; waiting for it to give up");
+    }, timeoutMs);
     let result: ReconcileResult;
     try {
-      const outcome = await Promise.race([this.reconcile(key, abort.signal), timeout]);
-      if (outcome === "timeout") {
+      const outcome = await this.reconcile(key, abort.signal);
+      if (timedOut) {
         result = "timeout";
-        const delay = this.queue.addRateLimited(key);
-        log.warn({ retryInMs: delay }, "reconcile timed out");
+        log.warn({ retryInMs: this.queue.addRateLimited(key) }, "reconcile returned after its timeout");
       } else {
         this.queue.forget(key);
         result = outcome.requeueAfterMs !== undefined ? "requeue" : "success";
         if (outcome.requeueAfterMs !== undefined) this.queue.addAfter(key, outcome.requeueAfterMs);
       }
     } catch (err) {
-      if (err instanceof TerminalError) {
+      if (timedOut) {
+        result = "timeout";
+        log.warn({ err, retryInMs: this.queue.addRateLimited(key) }, "reconcile gave up after its timeout");
+      } else if (err instanceof TerminalError) {
         result = "terminal";
         this.queue.forget(key);
         log.error({ err }, "reconcile failed for good; waiting for a change");

@@ -32,7 +32,7 @@ export interface InformerOptions {
  *   derived from the new list;
  * - a watchdog restarts a watch that went silent (client-node watches have stalled silently);
  * - replayed or older updates (same or lower resourceVersion) are ignored.
- * Every change calls `onChange(key)` synchronously; handlers only enqueue.
+ * Every change calls `onChange(key, obj, old)` synchronously (obj undefined: deleted); handlers only enqueue.
  */
 export class Informer<T extends KubeObject> {
   private readonly cache = new Map<string, T>();
@@ -48,7 +48,7 @@ export class Informer<T extends KubeObject> {
   constructor(
     private readonly kc: k8s.KubeConfig,
     private readonly opts: InformerOptions,
-    private readonly onChange: (key: string, obj: T | undefined) => void,
+    private readonly onChange: (key: string, obj: T | undefined, old: T | undefined) => void,
     private readonly log: Logger,
   ) {}
 
@@ -111,13 +111,14 @@ export class Informer<T extends KubeObject> {
       seen.add(key);
       const old = this.cache.get(key);
       this.cache.set(key, obj);
-      if (old?.metadata.resourceVersion !== obj.metadata.resourceVersion) this.onChange(key, obj);
+      if (old?.metadata.resourceVersion !== obj.metadata.resourceVersion) this.onChange(key, obj, old);
     }
     // Deleted while we were not watching: the list is the truth.
     for (const key of [...this.cache.keys()]) {
-      if (!seen.has(key)) {
+      const old = this.cache.get(key);
+      if (old && !seen.has(key)) {
         this.cache.delete(key);
-        this.onChange(key, undefined);
+        this.onChange(key, undefined, old);
       }
     }
     this.resourceVersion = list.metadata.resourceVersion;
@@ -188,13 +189,13 @@ export class Informer<T extends KubeObject> {
     const old = this.cache.get(key);
     if (type === "DELETED") {
       this.cache.delete(key);
-      this.onChange(key, undefined);
+      this.onChange(key, undefined, old ?? obj);
       return;
     }
     // A replayed or stale update (after a reconnect) must not roll the cache back.
     if (old && !newer(obj.metadata.resourceVersion, old.metadata.resourceVersion)) return;
     this.cache.set(key, obj);
-    this.onChange(key, obj);
+    this.onChange(key, obj, old);
   }
 }
 

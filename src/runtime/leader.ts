@@ -27,6 +27,7 @@ export class LeaderElector {
   private stopped = false;
   private loop: Promise<void> | undefined;
   private lastRenew = 0;
+  private readonly wake = new AbortController();
   /** When the lease another agent holds expires unless renewed (from its renewTime). */
   private otherExpiresAt = 0;
 
@@ -47,10 +48,16 @@ export class LeaderElector {
     this.loop ??= this.run();
   }
 
-  /** Stops campaigning; a leader releases the lease first. */
-  async stop(): Promise<void> {
+  /** Stops campaigning (no more renewals); `stop` then releases the lease. */
+  async stopCampaign(): Promise<void> {
     this.stopped = true;
+    this.wake.abort();
     await this.loop;
+  }
+
+  /** Stops campaigning; a leader releases the lease, so another agent takes over at once. */
+  async stop(): Promise<void> {
+    await this.stopCampaign();
     if (this.leading)
       await this.release().catch((err: unknown) => this.log.warn({ err }, "could not release the lease"));
     this.setLeading(false);
@@ -75,7 +82,8 @@ export class LeaderElector {
       // A follower wakes right when the holder's lease would expire, not up to a period later: a
       // dead leader is replaced within the lease duration, with no more reads than polling.
       const untilExpiry = this.otherExpiresAt - Date.now() + 50;
-      await sleep(this.leading || untilExpiry <= 0 ? period : Math.min(period, untilExpiry));
+      const delay = this.leading || untilExpiry <= 0 ? period : Math.min(period, untilExpiry);
+      await sleep(delay, undefined, { signal: this.wake.signal }).catch(() => undefined);
     }
   }
 

@@ -99,6 +99,10 @@ export class WorkQueue {
     }
   }
 
+  get isShutDown(): boolean {
+    return this.shuttingDown;
+  }
+
   /** Keys waiting (not those being processed or delayed): the queue depth for metrics. */
   get length(): number {
     return this.queue.length;

@@ -2,14 +2,12 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { VirtualMachine } from "../../src/api/virtualmachine.js";
+import { kinds } from "../../src/api/kinds.js";
 import type { Volume } from "../../src/api/volume.js";
-import { reconcileVolume, volumeFinalizer, type VolumeContext } from "../../src/controllers/volume.js";
+import { setupVolumes, volumeFinalizer } from "../../src/controllers/volume.js";
 import { RbdClient } from "../../src/host/rbd/client.js";
-import { ResourceClient } from "../../src/runtime/client.js";
-import { Controller } from "../../src/runtime/controller.js";
 import { EventRecorder } from "../../src/runtime/events.js";
-import { Informer } from "../../src/runtime/informer.js";
+import { Manager } from "../../src/runtime/manager.js";
 import { cephConfPath, rbd } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
 import { deleteNamespace, installCrds, kubeConfig, kubectl } from "../support/kube.js";
@@ -28,35 +26,15 @@ const volume = (name: string, spec: Record<string, unknown>) =>
 
 describe("Volume reconciler against the real apiserver and Ceph", () => {
   const store = new RbdClient({ confPath: cephConfPath, user: "admin" });
-  const volumes = new Informer<Volume>(
-    kubeConfig,
-    { group, version: "v1alpha1", plural: "volumes" },
-    // Only this test's namespace: other files' Volumes share the lab's apiserver.
-    (key) => key.startsWith(`${ns}/`) && controller.enqueue(key),
-    log,
-  );
-  const vms = new Informer<VirtualMachine>(
-    kubeConfig,
-    { group, version: "v1alpha1", plural: "virtualmachines" },
-    // A VM change can change which Volumes are in use: re-check the Volumes of its namespace.
-    (key) => {
-      if (!key.startsWith(`${ns}/`)) return;
-      for (const v of volumes.list()) if (v.metadata.namespace === ns) controller.enqueue(`${ns}/${v.metadata.name}`);
-    },
-    log,
-  );
-  const ctx: VolumeContext = {
+  const events = new EventRecorder(kubeConfig, "kaktus-agent", "kaktus-a", log, 1_000);
+  const manager = new Manager(kubeConfig, { log, workers: 2, events });
+  const client = manager.client<Volume>(kinds.volume);
+  const controller = setupVolumes(manager, {
     store,
-    volumes: new ResourceClient<Volume>(kubeConfig, { group, version: "v1alpha1", plural: "volumes" }),
-    getVolume: (key) => volumes.get(key),
-    virtualMachines: (namespace) => vms.list().filter((vm) => vm.metadata.namespace === namespace),
-    events: new EventRecorder(kubeConfig, "kaktus-agent", "kaktus-a", log, 1_000),
     policy: { pools: ["rbd"], clonePools: ["templates"] },
-    log,
     resyncMs: 60_000,
-  };
-  const controller = new Controller("volume", (key) => reconcileVolume(key, ctx), log, {
-    rateLimits: { baseDelayMs: 100, maxDelayMs: 2_000, qps: 50, burst: 100 },
+    // Only this test's namespace: other files' Volumes share the lab's apiserver.
+    namespace: ns,
   });
   const get = async (name: string) =>
     JSON.parse(await kubectl(["get", "volume", name, "-n", ns, "-o", "json"])) as Volume;
@@ -96,18 +74,14 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
     await rbd("create", "--size", "32M", `templates/${template}`);
     await rbd("snap", "create", `templates/${template}@base`);
     await rbd("snap", "protect", `templates/${template}@base`);
-    volumes.start();
-    vms.start();
-    await Promise.all([volumes.hasSynced, vms.hasSynced]);
-    controller.start();
+    await manager.start();
+    manager.startLeading();
   });
 
   afterAll(async () => {
     // While the controller runs: it holds the Volumes' finalizers.
     await deleteNamespace(ns);
-    await controller.stop();
-    await volumes.stop();
-    await vms.stop();
+    await manager.stop();
     for (const image of (await store.list("rbd")).filter((i) => i.startsWith(`${ns}.`)))
       await store.remove("rbd", image).catch(() => undefined);
     await rbd("snap", "unprotect", `templates/${template}@base`).catch(() => undefined);
@@ -150,11 +124,11 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
       timeoutMs: 30_000,
     });
     expect((await store.status("rbd", `${ns}.data`))?.size).toBe(96n * MiB);
-    const writes = ctx.volumes.writes;
+    const writes = client.writes;
     controller.enqueue(`${ns}/data`);
     controller.enqueue(`${ns}/os`);
     await new Promise((r) => setTimeout(r, 1_000));
-    expect(ctx.volumes.writes).toBe(writes);
+    expect(client.writes).toBe(writes);
   });
 
   it("refuses a pool outside the policy with a condition and an event, creating nothing", async () => {

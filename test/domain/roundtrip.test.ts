@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { VirtualMachine } from "../../src/api/virtualmachine.js";
 import { desiredDomain, type ResolvedVm } from "../../src/domain/desired.js";
-import { exampleResolved, exampleVm } from "../../src/domain/domain.test.js";
+import { exampleResolved, exampleVm } from "../fixtures/domain.js";
 import { diffDomains } from "../../src/domain/diff.js";
 import type { NodeFacts } from "../../src/domain/model.js";
 import { parseDomainXml, renderDomainXml } from "../../src/domain/xml.js";

@@ -136,7 +136,9 @@ describe("hosts as they come: probed accelerators, CPUs, and starts that back of
     await applyObjects(vm("never-starts", nodeB.name, { memory: "4Ti" }));
     const failed = await waitCondition(kvm, "never-starts", ns, "Ready", "False", "StartFailed", 60_000);
     const firstFailure = Date.now();
-    expect(conditionOf(failed, "Ready")?.message).toMatch(/memory.*\(failed once; next try at \d{4}-.*Z\)$/i);
+    expect(conditionOf(failed, "Ready")?.message).toMatch(
+      /^start e2e-hosts_never-starts: .*memory.*\(failed once; next try at \d{4}-.*Z\)$/i,
+    );
     expect(failed?.status?.phase).toBe("Failed");
 
     await sleep(120_000 - (Date.now() - firstFailure));

@@ -49,6 +49,16 @@ export interface BridgeHost {
   close(): void;
 }
 
+/** The calls that change the node's network (counted by the agent's metrics). */
+export const bridgeMutations = [
+  "createBridge",
+  "updateBridge",
+  "addPort",
+  "removePort",
+  "createVlan",
+  "deleteLink",
+] as const satisfies readonly (keyof BridgeHost)[];
+
 interface IpLink {
   ifname: string;
   mtu: number;

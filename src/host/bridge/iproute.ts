@@ -1,10 +1,6 @@
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 
-/**
- * Linux bridges through iproute2: JSON output (`ip -j -d`) is parsed, never scraped, and every
- * command runs without a shell, with interface names passed as separate arguments. When a netns
- * is given, every command carries `-n NETNS`, so nothing outside it is ever touched.
- */
+/** What iproute2 refused, by what a caller does about it. */
 export type BridgeErrorKind = "not-found" | "exists" | "unsupported" | "invalid" | "failed";
 
 export class BridgeError extends Error {
@@ -29,6 +25,11 @@ const classify = (stderr: string): BridgeErrorKind =>
           ? "invalid"
           : "failed";
 
+/**
+ * Linux bridges through iproute2: JSON output (`ip -j -d`) is parsed, never scraped, and every
+ * command runs without a shell, with interface names passed as separate arguments. When a netns
+ * is given, every command carries `-n NETNS`, so nothing outside it is ever touched.
+ */
 export class IpRoute {
   constructor(readonly netns?: string) {}
 

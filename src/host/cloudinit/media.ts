@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
@@ -14,17 +14,25 @@ export interface NoCloudData {
 
 /** NoCloud seed images (the cloud-init cdrom) on a node; controllers see only this. */
 export interface CloudInitMedia {
-  /** Writes NAME's seed image when its content changed; returns its path and whether it was (re)written. */
-  ensure(name: string, data: NoCloudData): Promise<{ path: string; written: boolean }>;
+  /** Where NAME's seed image is (or will be) on the node. */
+  path(name: string): string;
+  /** The digest (seedDigest) of what NAME's image holds; undefined when there is no image. */
+  digest(name: string): Promise<string | undefined>;
+  /** Writes NAME's seed image, replacing the one there. */
+  write(name: string, data: NoCloudData): Promise<void>;
   remove(name: string): Promise<void>;
 }
+
+/** What identifies a seed image's content: an unchanged VM never rewrites its image. */
+export const seedDigest = (data: NoCloudData): string =>
+  createHash("sha256").update(JSON.stringify(data)).digest("hex");
 
 /** Names become file names: only what a domain name can hold, never a path. */
 const safeName = /^[a-z0-9][a-z0-9._-]{0,252}$/;
 
 /**
- * Seed images built by cloud-localds (cloud-image-utils), run without a shell; the content hash is
- * kept beside each image so an unchanged VM never rewrites its image.
+ * Seed images built by cloud-localds (cloud-image-utils), run without a shell; the content digest
+ * is kept beside each image.
  */
 export class LocalCloudInitMedia implements CloudInitMedia {
   constructor(readonly dir: string) {}
@@ -34,15 +42,21 @@ export class LocalCloudInitMedia implements CloudInitMedia {
     return { iso: join(this.dir, `${name}.iso`), hash: join(this.dir, `${name}.sha256`) };
   }
 
-  async ensure(name: string, data: NoCloudData): Promise<{ path: string; written: boolean }> {
+  path(name: string): string {
+    return this.paths(name).iso;
+  }
+
+  async digest(name: string): Promise<string | undefined> {
     const { iso, hash } = this.paths(name);
-    const digest = createHash("sha256").update(JSON.stringify(data)).digest("hex");
-    const previous = await readFile(hash, "utf8").catch(() => "");
-    const present = await readFile(iso).then(
+    const present = await stat(iso).then(
       () => true,
       () => false,
     );
-    if (present && previous === digest) return { path: iso, written: false };
+    return present ? await readFile(hash, "utf8").catch(() => undefined) : undefined;
+  }
+
+  async write(name: string, data: NoCloudData): Promise<void> {
+    const { iso, hash } = this.paths(name);
     await mkdir(this.dir, { recursive: true });
     await this.removeWorkDirs(name);
     const work = await mkdtemp(join(this.dir, `.${name}-`));
@@ -54,11 +68,10 @@ export class LocalCloudInitMedia implements CloudInitMedia {
       args.push(out, await file("user-data", data.userData), await file("meta-data", data.metaData));
       await execFileAsync("cloud-localds", args, { timeout: 30_000 });
       await rename(out, iso);
-      await writeFile(hash, digest);
+      await writeFile(hash, seedDigest(data));
     } finally {
       await rm(work, { recursive: true, force: true });
     }
-    return { path: iso, written: true };
   }
 
   async remove(name: string): Promise<void> {

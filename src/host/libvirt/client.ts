@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { MessageChannel, type Worker } from "node:worker_threads";
 import { reviveError, siblingModule, startWorker, WorkerPool } from "../worker-pool.js";
 import { LibvirtError, type LibvirtErrorKind } from "./errors.js";
@@ -6,12 +5,13 @@ import type { EventMessage } from "./events-worker.js";
 import type { DomainInfo, LibvirtEvent } from "./types.js";
 import type { LibvirtOps } from "./worker.js";
 
-/** What the operator needs from a hypervisor; controllers see only this. */
+/** Where a device change applies: the running domain, its persistent definition, or both. */
 export interface DeviceScope {
   live: boolean;
   config?: boolean;
 }
 
+/** What the operator needs from a hypervisor; controllers see only this. */
 export interface Hypervisor {
   readonly uri: string;
   capabilities(): Promise<string>;
@@ -29,8 +29,6 @@ export interface Hypervisor {
   start(name: string): Promise<void>;
   /** Asks the guest to power off (ACPI); returns at once. */
   shutdown(name: string): Promise<void>;
-  /** ACPI shutdown, then destroy once the grace period is over. Says which one stopped it. */
-  stop(name: string, graceSeconds: number): Promise<"shutdown" | "destroyed" | "not-running">;
   destroy(name: string): Promise<void>;
   /** Removes the definition with its NVRAM, managed save and snapshot metadata. */
   undefine(name: string): Promise<void>;
@@ -48,6 +46,24 @@ export interface Hypervisor {
   onEvent(listener: (event: LibvirtEvent) => void): () => void;
   close(): Promise<void>;
 }
+
+/** The calls that change something on the host (counted by the agent's metrics). */
+export const libvirtMutations = [
+  "createTransient",
+  "define",
+  "start",
+  "shutdown",
+  "destroy",
+  "undefine",
+  "setAutostart",
+  "attachDevice",
+  "detachDevice",
+  "updateDevice",
+  "blockResize",
+  "defineSecret",
+  "setSecretValue",
+  "undefineSecret",
+] as const satisfies readonly (keyof Hypervisor)[];
 
 const toError = reviveError(LibvirtError);
 
@@ -88,23 +104,6 @@ export class LibvirtClient implements Hypervisor {
   defineSecret = (xml: string) => this.pool.call("defineSecret", xml);
   setSecretValue = (uuid: string, value: Uint8Array) => this.pool.call("setSecretValue", uuid, value);
   undefineSecret = (uuid: string) => this.pool.call("undefineSecret", uuid);
-
-  async stop(name: string, graceSeconds: number): Promise<"shutdown" | "destroyed" | "not-running"> {
-    const running = async () => {
-      const d = await this.lookup(name);
-      return d !== null && d.state !== "shutoff" && d.state !== "crashed";
-    };
-    if (!(await running())) return "not-running";
-    await this.shutdown(name).catch(ignoreKinds("conflict"));
-    const deadline = Date.now() + graceSeconds * 1000;
-    while (Date.now() < deadline) {
-      if (!(await running())) return "shutdown";
-      await sleep(Math.min(250, Math.max(0, deadline - Date.now())));
-    }
-    if (!(await running())) return "shutdown";
-    await this.destroy(name).catch(ignoreKinds("conflict"));
-    return "destroyed";
-  }
 
   onEvent(listener: (event: LibvirtEvent) => void): () => void {
     this.listeners.add(listener);

@@ -23,6 +23,20 @@ export interface BlockStore {
   close(): Promise<void>;
 }
 
+/** The calls that change something in Ceph (counted by the agent's metrics). */
+export const rbdMutations = [
+  "create",
+  "grow",
+  "createSnapshot",
+  "protectSnapshot",
+  "unprotectSnapshot",
+  "removeSnapshot",
+  "clone",
+  "flatten",
+  "copy",
+  "remove",
+] as const satisfies readonly (keyof BlockStore)[];
+
 const toError = reviveError(RbdError);
 
 /** librados/librbd through worker threads; blocking calls never touch the event loop. */

@@ -1,0 +1,51 @@
+import type { Bridge } from "../api/bridge.js";
+import { namespaceOf } from "../api/names.js";
+import type { VirtualMachine } from "../api/virtualmachine.js";
+import type { Volume } from "../api/volume.js";
+import { conditionState } from "../runtime/filters.js";
+import type { SharedInformer } from "../runtime/manager.js";
+
+/**
+ * The cache indexes the controllers share: which VirtualMachines name a Volume or a Bridge, which
+ * Volumes copy another; and what one kind reads from another (a change of anything else there does
+ * not concern it). Each controller declares the indexes it reads; declaring twice is harmless.
+ */
+
+/** VMs by the Volumes they attach ("namespace/volume"). */
+export function vmsByVolume(vms: SharedInformer<VirtualMachine>) {
+  vms.addIndex("by-volume", (vm) => (vm.spec.disks ?? []).map((d) => `${namespaceOf(vm)}/${d.volumeRef}`));
+  return (volumeKey: string) => vms.byIndex("by-volume", volumeKey);
+}
+
+/** VMs by the Bridges their NICs name. */
+export function vmsByBridge(vms: SharedInformer<VirtualMachine>) {
+  vms.addIndex("by-bridge", (vm) => (vm.spec.interfaces ?? []).map((i) => i.bridgeRef));
+  return (bridge: string) => vms.byIndex("by-bridge", bridge);
+}
+
+/** VMs by the node that runs them. */
+export function vmsByNode(vms: SharedInformer<VirtualMachine>) {
+  vms.addIndex("by-node", (vm) => [vm.spec.node]);
+  return (node: string) => vms.byIndex("by-node", node);
+}
+
+/** Volumes by the Volume they copy ("namespace/volume"). */
+export function volumesBySource(volumes: SharedInformer<Volume>) {
+  volumes.addIndex("by-source", (v) =>
+    v.spec.source?.volume ? [`${namespaceOf(v)}/${v.spec.source.volume.name}`] : [],
+  );
+  return (volumeKey: string) => volumes.byIndex("by-source", volumeKey);
+}
+
+/** What a VM reads from a Volume: readiness (with WaitingForResize), size, deletion. */
+export const volumeState = (v: Volume) => [
+  conditionState(v.status?.conditions, "Ready"),
+  v.spec.size,
+  v.metadata.deletionTimestamp,
+];
+
+/** What a VM reads from a Bridge: its Linux name and whether it is ready on the VM's node. */
+export const bridgeState = (b: Bridge, node: string) => [
+  b.spec.bridgeName,
+  b.status?.nodes?.find((n) => n.node === node)?.ready,
+];

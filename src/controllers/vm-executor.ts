@@ -1,0 +1,205 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { VirtualMachine, VirtualMachineStatus } from "../api/virtualmachine.js";
+import type { BridgeHost } from "../host/bridge/bridges.js";
+import type { CloudInitMedia } from "../host/cloudinit/media.js";
+import type { Hypervisor } from "../host/libvirt/client.js";
+import { LibvirtError } from "../host/libvirt/errors.js";
+import type { DomainInfo } from "../host/libvirt/types.js";
+import { DomainXmlError, parseDomainXml } from "../domain/xml.js";
+import { domainKey, namespaceOf } from "../api/names.js";
+import { UnsupportedOnNode } from "../domain/desired.js";
+import { runSteps, type Failure, type PlannedEvent } from "../runtime/reconciler.js";
+import { StartBackoff } from "./startbackoff.js";
+import { isActive, planVmCleanup, startFailed, type VmObservation, type VmPlan, type VmStep } from "./vm-plan.js";
+
+/** What a failed start leaves: not Ready (StartFailed), not running, looked at again at the next try. */
+export type StartOutcome = Pick<VmPlan, "ready" | "pollMs"> & { active: false };
+
+export interface VmHost {
+  hypervisor: Hypervisor;
+  /** The node's network (links and bridges): a tap may have to go back on its bridge. */
+  network: Pick<BridgeHost, "links" | "addPort">;
+  media: CloudInitMedia;
+  /** A key of a Secret in the VM's namespace; undefined when the Secret or the key does not exist. */
+  readSecret(namespace: string, name: string, key: string): Promise<string | undefined>;
+}
+
+/** Input the reconciler needs and cannot find (a Secret): reported, retried when things change. */
+export class MissingInput extends Error {
+  override name = "MissingInput";
+}
+
+/**
+ * The VM controller's hands on the host: it observes a domain, runs plans' steps (one call each,
+ * then its Event), and keeps what the controller remembers between reconciles: the crash-loop
+ * backoff of starts and graceful-shutdown deadlines.
+ */
+export class VmExecutor {
+  readonly starts = new StartBackoff();
+  /** When each graceful shutdown in progress must end with a destroy (ms since epoch), by key. */
+  readonly deadlines = new Map<string, number>();
+
+  constructor(private readonly host: VmHost) {}
+
+  /**
+   * Domain events as keys: lifecycle events name their VM; after libvirtd was away, every VM of the
+   * node (`all`) is looked at again. First, the startup sweep: domains the operator made whose
+   * object may be gone go through the orphan path.
+   */
+  watchDomains(enqueue: (key: string) => void, all: () => string[], log: Logger): () => void {
+    const { hypervisor: hv } = this.host;
+    hv.listDomains().then(
+      (domains) => domains.forEach((d) => domainKey(d.name) && enqueue(domainKey(d.name)!)),
+      (err: unknown) => log.warn({ err }, "startup sweep could not list domains; the resync will catch up"),
+    );
+    let connected = true;
+    return hv.onEvent((e) => {
+      if (e.type === "lifecycle") return void (domainKey(e.name) && enqueue(domainKey(e.name)!));
+      if (e.type === "connected" && !connected) all().forEach(enqueue);
+      connected = e.type === "connected";
+    });
+  }
+
+  /** The domain as it is: live model when it runs, persistent definition, links for taps, seed digest. */
+  async observe(name: string, domain: DomainInfo | null, vm: VirtualMachine, seeded: boolean): Promise<VmObservation> {
+    const { hypervisor: hv } = this.host;
+    const running = isActive(domain);
+    return {
+      domain,
+      ...(running ? { live: parseDomainXml(await hv.getXml(name)) } : {}),
+      ...(domain?.persistent ? { inactive: parseDomainXml(await hv.getXml(name, { inactive: true })) } : {}),
+      ...(running && vm.spec.interfaces?.length ? { links: await this.host.network.links() } : {}),
+      ...(seeded ? { seedDigest: await this.host.media.digest(name) } : {}),
+    };
+  }
+
+  /** The user-data the VM's Secret holds, when its spec names one. */
+  async secretUserData(vm: VirtualMachine): Promise<string | undefined> {
+    const ref = vm.spec.cloudInit?.userDataSecretRef;
+    if (!ref) return undefined;
+    const data = await this.host.readSecret(namespaceOf(vm), ref.name, "userdata");
+    if (data === undefined) throw new MissingInput(`Secret ${ref.name} has no key userdata`);
+    return data;
+  }
+
+  /**
+   * Deletion, or an orphan (`vm` undefined): stop gracefully, then undefine and remove the seed image.
+   * Says how soon to look again while the guest has time left to shut down.
+   */
+  async teardown(
+    vm: VirtualMachine | undefined,
+    target: { name: string; key: string },
+    signal: AbortSignal,
+    emit: (e: PlannedEvent) => Promise<void>,
+    node: string,
+  ): Promise<ReturnType<typeof planVmCleanup>> {
+    const domain = await this.host.hypervisor.lookup(target.name);
+    const plan = planVmCleanup(vm, domain, { now: Date.now(), shutdownDeadline: this.deadlines.get(target.key) }, node);
+    await this.run(plan.steps, { ...target, generation: vm?.metadata.generation }, signal, emit);
+    if (!plan.pollMs) this.starts.forget(target.key);
+    return plan;
+  }
+
+  /** In order; a start libvirt refuses backs off (and is the outcome) instead of failing the reconcile. */
+  run(
+    steps: VmStep[],
+    target: { name: string; key: string; generation: number | undefined },
+    signal: AbortSignal,
+    emit: (e: PlannedEvent) => Promise<void>,
+  ): Promise<StartOutcome | undefined> {
+    return runSteps(steps, (step) => this.step(step, target, emit), signal, emit);
+  }
+
+  private async step(
+    step: VmStep,
+    { name, key, generation }: { name: string; key: string; generation: number | undefined },
+    emit: (e: PlannedEvent) => Promise<void>,
+  ): Promise<StartOutcome | undefined> {
+    const { hypervisor: hv, media, network } = this.host;
+    const live = { live: true, config: false };
+    switch (step.op) {
+      case "seed":
+        return void (await media.write(name, step.data));
+      case "define":
+        return void (await hv.define(step.xml));
+      case "autostart":
+        return void (await hv.setAutostart(name, step.on));
+      case "replug":
+        return void (await network.addPort(step.bridge, step.tap));
+      case "attach":
+        return void (await hv.attachDevice(name, step.xml, live));
+      case "detach":
+        return void (await hv.detachDevice(name, step.xml, live));
+      case "update":
+        return void (await hv.updateDevice(name, step.xml, live));
+      case "grow":
+        return void (await hv.blockResize(name, step.target, step.bytes));
+      case "start":
+        try {
+          await hv.start(name);
+        } catch (err) {
+          // A failed start backs off. libvirtd away, or the domain gone or changed meanwhile, is the runtime's retry.
+          if (!(err instanceof LibvirtError) || (err.kind !== "failed" && err.kind !== "invalid")) throw err;
+          const wait = this.starts.failed(key, generation, startFailure(err));
+          await emit({ type: "Warning", reason: "StartFailed", message: wait.message });
+          return { ...startFailed(wait, Date.now()), active: false };
+        }
+        this.starts.started(key, generation);
+        return;
+      case "shutdown":
+        await hv.shutdown(name);
+        return void this.deadlines.set(key, step.deadline);
+      case "destroy":
+        await hv.destroy(name);
+        return void this.deadlines.delete(key);
+      case "undefine":
+        return void (await hv.undefine(name));
+      case "remove-seed":
+        await media.remove(name);
+        return void this.deadlines.delete(key);
+    }
+  }
+}
+
+/** UUID and MACs: from status when known, else from the domain found, else generated, never changed after. */
+export function identityOf(vm: VirtualMachine, existing: DomainInfo | null) {
+  const status = vm.status ?? {};
+  const domainUUID = status.domainUUID ?? existing?.uuid ?? randomUUID();
+  const interfaces = (vm.spec.interfaces ?? []).map((i) => ({
+    name: i.name,
+    mac: (i.mac ?? status.interfaces?.find((s) => s.name === i.name)?.mac ?? generateMac()).toLowerCase(),
+    bridge: i.bridgeRef,
+  }));
+  const changed =
+    status.domainUUID !== domainUUID || JSON.stringify(status.interfaces ?? []) !== JSON.stringify(interfaces);
+  return { changed, status: { domainUUID, interfaces } satisfies VirtualMachineStatus };
+}
+
+/** A locally administered MAC in QEMU's 52:54:00 prefix, as libvirt itself generates them. */
+const generateMac = () =>
+  ["52", "54", "00", ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, "0"))].join(":");
+
+/**
+ * Why a start failed, in words that stay the same from one try to the next (so that the Events of
+ * one failure fold into one): libvirt wraps QEMU's own error differently depending on timing ("qemu
+ * unexpectedly closed the monitor", "process exited while connecting to monitor") and QEMU stamps
+ * it with the time; QEMU's last line is what says why.
+ */
+export function startFailure(err: LibvirtError): string {
+  const qemu = err.message.includes("qemu-system-") ? err.message.split(/qemu-system-\w+: /).at(-1) : undefined;
+  const message = qemu ? `${err.operation}: ${qemu}` : err.message;
+  return message.replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)?:?\s*/g, "").trim();
+}
+
+/** The error policy: bad input stops retries until the object changes; the host failing is retried. */
+export function vmFailure(err: unknown): Failure | undefined {
+  if (err instanceof DomainXmlError) return { reason: "InvalidSpec", message: err.message, terminal: true };
+  if (err instanceof UnsupportedOnNode) return { reason: "Unsupported", message: err.message, terminal: true };
+  if (err instanceof MissingInput) return { reason: "MissingInput", message: err.message, terminal: false };
+  if (!(err instanceof LibvirtError)) return undefined;
+  const reason =
+    { invalid: "InvalidDomain", conflict: "DomainConflict", transient: "LibvirtUnavailable" }[err.kind as string] ??
+    "LibvirtError";
+  return { reason, message: err.message, terminal: err.kind === "invalid" };
+}

@@ -1,0 +1,481 @@
+import { bridgeIfName, type Bridge } from "../api/bridge.js";
+import { vmDomainName, volumeImage } from "../api/names.js";
+import { formatBytes, toBytes } from "../api/quantity.js";
+import type { VirtualMachine, VirtualMachineStatus } from "../api/virtualmachine.js";
+import type { Volume } from "../api/volume.js";
+import type { ResolvedVm } from "../domain/desired.js";
+import { diffDomains, type Change } from "../domain/diff.js";
+import type { DomainModel, NodeFacts } from "../domain/model.js";
+import { renderDiskXml, renderDomainXml, renderInterfaceXml } from "../domain/xml.js";
+import type { LinkInfo } from "../host/bridge/bridges.js";
+import type { NoCloudData } from "../host/cloudinit/media.js";
+import type { DomainInfo } from "../host/libvirt/types.js";
+import { condition, findCondition, type ConditionInput } from "../runtime/conditions.js";
+import type { PlannedEvent } from "../runtime/reconciler.js";
+import type { StartWait } from "./startbackoff.js";
+
+/**
+ * The VirtualMachine controller's decisions, pure, in the order KubeVirt's virt-handler takes them:
+ * dependencies, definition (live where libvirt can, else RestartRequired), live disk growth, power
+ * (runStrategy, graceful shutdown, crash-loop backoff), cleanup; and the status they imply.
+ * ./virtualmachine.ts observes, runs the steps and writes the status.
+ */
+
+export type VmStep = { event?: PlannedEvent } & (
+  | { op: "seed"; data: NoCloudData }
+  | { op: "define"; xml: string }
+  | { op: "autostart"; on: boolean }
+  | { op: "replug"; bridge: string; tap: string }
+  | { op: "attach" | "detach" | "update"; xml: string }
+  | { op: "grow"; target: string; bytes: bigint }
+  | { op: "start" }
+  /** ACPI shutdown; the domain is destroyed if it still runs at `deadline`. */
+  | { op: "shutdown"; deadline: number }
+  | { op: "destroy" }
+  | { op: "undefine" }
+  | { op: "remove-seed" }
+);
+
+/** What the reconciler read from the host for one VM. */
+export interface VmObservation {
+  domain: DomainInfo | null;
+  /** The running domain's model (live XML), when it runs. */
+  live?: DomainModel;
+  /** The persistent definition's model, when the domain is persistent. */
+  inactive?: DomainModel;
+  /** The node's links, read when the domain runs with NICs (to find taps off their bridge). */
+  links?: LinkInfo[];
+  /** Digest of the seed image on the node; undefined when there is none. */
+  seedDigest?: string;
+}
+
+export interface VmPlan {
+  steps: VmStep[];
+  /** The Ready condition once the steps are done. */
+  ready: ConditionInput;
+  /** Fields that take effect at the next restart. */
+  restart: string[];
+  /** Whether the domain runs once the steps are done; undefined: no domain. */
+  active: boolean | undefined;
+  /** Look again this soon (a shutdown in progress, a start waiting for its backoff). */
+  pollMs?: number;
+}
+
+/** virDomainShutoffReason values that say why a domain is off. */
+export const shutoff = { byGuest: 1, destroyed: 2, crashed: 3, failed: 6 } as const;
+
+export const isActive = (d: DomainInfo | null | undefined) =>
+  d !== null && d !== undefined && d.state !== "shutoff" && d.state !== "crashed";
+
+/**
+ * Why a domain stopped when the guest or QEMU stopped it (a crash-loop candidate); undefined when
+ * someone destroyed or undefined it from outside, which is drift to repair at once.
+ */
+export function stoppedByItself(d: DomainInfo): string | undefined {
+  if (d.state === "crashed") return "the guest crashed";
+  if (d.state !== "shutoff") return undefined;
+  return {
+    [shutoff.byGuest]: "the guest powered off",
+    [shutoff.crashed]: "QEMU crashed",
+    [shutoff.failed]: "it failed",
+  }[d.reason];
+}
+
+/** How often a stopping guest is looked at while it has time left to shut down. */
+export const shutdownPollMs = 1_000;
+
+/** Volumes and Bridges this VM needs that are not Ready for it yet, as human sentences. */
+export function unreadyDependencies(
+  vm: VirtualMachine,
+  node: string,
+  volumes: (name: string) => Volume | undefined,
+  bridges: (name: string) => Bridge | undefined,
+): string[] {
+  const waits: string[] = [];
+  for (const disk of vm.spec.disks ?? []) {
+    const volume = volumes(disk.volumeRef);
+    const ready = findCondition(volume?.status?.conditions, "Ready");
+    if (!volume) waits.push(`Volume ${disk.volumeRef} does not exist`);
+    else if (volume.metadata.deletionTimestamp) waits.push(`Volume ${disk.volumeRef} is being deleted`);
+    // A Volume waiting for this VM to grow it live is usable (its image exists).
+    else if (ready?.status !== "True" && ready?.reason !== "WaitingForResize")
+      waits.push(`Volume ${disk.volumeRef} is not Ready${ready?.message ? `: ${ready.message}` : ""}`);
+  }
+  for (const nic of vm.spec.interfaces ?? []) {
+    const bridge = bridges(nic.bridgeRef);
+    if (!bridge) waits.push(`Bridge ${nic.bridgeRef} does not exist`);
+    else if (!bridge.status?.nodes?.find((n) => n.node === node)?.ready)
+      waits.push(`Bridge ${nic.bridgeRef} is not Ready on ${node}`);
+  }
+  return waits;
+}
+
+/** The NoCloud data of a VM's seed image; `secretUserData`: the Secret's, when the spec names one. */
+export function seedData(vm: VirtualMachine, secretUserData?: string): NoCloudData | undefined {
+  const ci = vm.spec.cloudInit;
+  if (!ci) return undefined;
+  const name = vmDomainName(vm);
+  return {
+    userData: (ci.userDataSecretRef ? secretUserData : ci.userData) ?? "",
+    metaData: ci.metaData ?? `instance-id: ${vm.metadata.uid ?? name}\nlocal-hostname: ${vm.metadata.name}\n`,
+    ...(ci.networkConfig ? { networkConfig: ci.networkConfig } : {}),
+  };
+}
+
+/** What the VM's references resolve to on this node (all dependencies Ready: see unreadyDependencies). */
+export function resolveVm(
+  vm: VirtualMachine,
+  identity: Required<Pick<VirtualMachineStatus, "domainUUID" | "interfaces">>,
+  facts: NodeFacts,
+  volumes: (name: string) => Volume | undefined,
+  bridges: (name: string) => Bridge | undefined,
+  seedPath: string | undefined,
+): ResolvedVm {
+  const resolved: ResolvedVm = {
+    uuid: identity.domainUUID,
+    macs: Object.fromEntries(identity.interfaces.map((i) => [i.name, i.mac])),
+    volumes: {},
+    bridges: {},
+    domainType: facts.domainType,
+    defaultCpu: facts.defaultCpu,
+    ...(seedPath ? { cloudInitIso: seedPath } : {}),
+  };
+  for (const d of vm.spec.disks ?? []) {
+    const volume = volumes(d.volumeRef)!;
+    resolved.volumes[d.volumeRef] = { pool: volume.spec.pool, image: volumeImage(volume) };
+  }
+  for (const i of vm.spec.interfaces ?? []) resolved.bridges[i.bridgeRef] = bridgeIfName(bridges(i.bridgeRef)!);
+  return resolved;
+}
+
+export interface VmPlanInput {
+  vm: VirtualMachine;
+  node: string;
+  desired: DomainModel;
+  facts: NodeFacts;
+  /** The seed image's content, when the VM has cloud-init. */
+  seed?: NoCloudData;
+  seedDigest?: string;
+  observed: VmObservation;
+  /** Disks whose Volume waits for this VM to grow it live (the Volume's size). */
+  growing: { disk: string; bytes: bigint }[];
+  now: number;
+  /** When the graceful shutdown in progress must end with a destroy. */
+  shutdownDeadline?: number;
+  /** The crash-loop backoff's wait, when a start must wait. */
+  startWait?: StartWait;
+}
+
+const describe = (c: Change): string =>
+  c.kind === "field" ? c.field : `${c.kind} ${"disk" in c ? c.disk.name : c.nic.name}`;
+
+/** Apply: seed image, definition (live changes on a running domain), live growth, then power. */
+export function planVm(input: VmPlanInput): VmPlan {
+  const { vm, node, desired, facts, observed } = input;
+  const name = desired.name;
+  const steps: VmStep[] = [];
+  if (input.seed && observed.seedDigest !== input.seedDigest) steps.push({ op: "seed", data: input.seed });
+  const xml = renderDomainXml(desired, facts);
+  const phase = vm.status?.phase;
+  let domain = observed.domain;
+  let restart: string[] = [];
+  const wantAutostart = vm.spec.autostart ?? true;
+
+  // Undefined behind our back while running, a domain lives on as a transient one: define it again too.
+  if (!domain?.persistent) {
+    steps.push({
+      op: "define",
+      xml,
+      event:
+        phase === "Running" || phase === "Stopped"
+          ? {
+              type: "Warning",
+              reason: "DomainRecreated",
+              message: `domain ${name} had vanished from ${node}; defined it again`,
+            }
+          : { type: "Normal", reason: "Defined", message: `defined domain ${name} on ${node}` },
+    });
+    domain = {
+      ...(domain ?? { name, uuid: desired.uuid, state: "shutoff", reason: 0 }),
+      persistent: true,
+      autostart: false,
+    };
+  } else {
+    if (isActive(domain) && observed.live) {
+      steps.push(...replugs(desired, observed.live, observed.links ?? []));
+      const live = diffDomains(desired, observed.live, { live: true });
+      for (const change of live.filter((c) => c.class === "live"))
+        steps.push({
+          ...liveStep(change, facts),
+          event: { type: "Normal", reason: "UpdatedLive", message: `${describe(change)} on the running domain` },
+        });
+      restart = live.filter((c) => c.class !== "live").map(describe);
+    }
+    const persistent = observed.inactive ? diffDomains(desired, observed.inactive) : [];
+    if (persistent.length) {
+      const what = persistent.map(describe).join(", ");
+      steps.push({
+        op: "define",
+        xml,
+        event:
+          vm.status?.observedGeneration === vm.metadata.generation
+            ? {
+                type: "Warning",
+                reason: "DefinitionDrift",
+                message: `domain definition was changed behind the operator: reverted ${what}`,
+              }
+            : { type: "Normal", reason: "Updated", message: `updated the domain definition: ${what}` },
+      });
+    }
+  }
+  if (domain.autostart !== wantAutostart) steps.push({ op: "autostart", on: wantAutostart });
+
+  if (isActive(domain))
+    for (const g of input.growing) {
+      const target = desired.disks.find((d) => d.name === g.disk)?.target;
+      if (target)
+        steps.push({
+          op: "grow",
+          target,
+          bytes: g.bytes,
+          event: {
+            type: "Normal",
+            reason: "DiskGrown",
+            message: `grew ${g.disk} (${target}) to ${formatBytes(g.bytes)} live`,
+          },
+        });
+    }
+
+  const power = planPower(vm, node, domain, input);
+  return {
+    steps: [...steps, ...power.steps],
+    ready: power.ready,
+    restart,
+    active: power.active,
+    ...(power.pollMs ? { pollMs: power.pollMs } : {}),
+  };
+}
+
+/** Each running NIC whose tap is off its bridge (re-created behind the operator's back) is plugged back. */
+function replugs(desired: DomainModel, live: DomainModel, links: LinkInfo[]): VmStep[] {
+  const wanted = new Map(desired.interfaces.map((i) => [i.name, i.bridge]));
+  const byName = new Map(links.map((l) => [l.name, l]));
+  return live.interfaces.flatMap((nic): VmStep[] => {
+    const tap = nic.tap ? byName.get(nic.tap) : undefined;
+    if (!tap || wanted.get(nic.name) !== nic.bridge || tap.master === nic.bridge || !byName.has(nic.bridge)) return [];
+    return [
+      {
+        op: "replug",
+        bridge: nic.bridge,
+        tap: tap.name,
+        event: {
+          type: "Warning",
+          reason: "NicReplugged",
+          message: `${nic.name} (${tap.name}) was off bridge ${nic.bridge}; plugged it back`,
+        },
+      },
+    ];
+  });
+}
+
+/** Live only: the persistent definition is rewritten as a whole by its own step. */
+function liveStep(change: Change, facts: NodeFacts): VmStep {
+  switch (change.kind) {
+    case "attach-disk":
+      return { op: "attach", xml: renderDiskXml(change.disk, facts) };
+    case "detach-disk":
+      return { op: "detach", xml: renderDiskXml(change.disk, facts) };
+    case "attach-interface":
+      return { op: "attach", xml: renderInterfaceXml(change.nic) };
+    case "detach-interface":
+      return { op: "detach", xml: renderInterfaceXml(change.nic) };
+    case "update-interface":
+      return { op: "update", xml: renderInterfaceXml(change.nic) };
+    case "field":
+      throw new Error(`field ${change.field} cannot change live`);
+  }
+}
+
+type Power = Pick<VmPlan, "ready" | "active" | "pollMs"> & { steps: VmStep[] };
+
+/** The power state the runStrategy asks for, one step at a time. */
+function planPower(vm: VirtualMachine, node: string, domain: DomainInfo, input: VmPlanInput): Power {
+  const strategy = vm.spec.runStrategy ?? "Always";
+  const name = domain.name;
+  const active = isActive(domain);
+  if (strategy === "Halted") return planStop(vm, domain, input);
+  const running = condition("Ready", "True", "Running", `running on ${node}`);
+  if (active) return { steps: [], ready: running, active: true };
+  // RerunOnFailure leaves a guest that powered itself off alone; Manual never starts anything.
+  const shouldStart = strategy === "Always" || (strategy === "RerunOnFailure" && domain.reason !== shutoff.byGuest);
+  if (!shouldStart)
+    return {
+      steps: [],
+      ready: condition("Ready", "True", "Stopped", `stopped (runStrategy ${strategy})`),
+      active: false,
+    };
+  if (input.startWait) return { steps: [], ...startFailed(input.startWait, input.now), active: false };
+  const event: PlannedEvent =
+    vm.status?.phase === "Running"
+      ? { type: "Warning", reason: "Restarted", message: `domain ${name} was found ${domain.state}; started it again` }
+      : { type: "Normal", reason: "Started", message: `started domain ${name}` };
+  return { steps: [{ op: "start", event }], ready: running, active: true };
+}
+
+/** Not Ready, saying why the last start failed and when the next one comes. */
+export function startFailed(wait: StartWait, now: number): Pick<VmPlan, "ready" | "pollMs"> {
+  const times = wait.failures === 1 ? "once" : `${wait.failures} times`;
+  const next = new Date(wait.until).toISOString();
+  return {
+    ready: condition("Ready", "False", "StartFailed", `${wait.message} (failed ${times}; next try at ${next})`),
+    pollMs: Math.max(0, wait.until - now),
+  };
+}
+
+/**
+ * ACPI shutdown, then destroy once the grace period is over. Non-blocking: the deadline is kept by
+ * the reconciler and the key comes back every second.
+ */
+export function planStop(
+  vm: VirtualMachine | undefined,
+  domain: DomainInfo | null,
+  input: Pick<VmPlanInput, "now" | "shutdownDeadline">,
+): Power {
+  const graceSeconds = vm?.spec.shutdownGracePeriodSeconds ?? 60;
+  if (!domain || !isActive(domain))
+    return {
+      steps: [],
+      active: domain ? false : undefined,
+      ready:
+        domain?.reason === shutoff.destroyed
+          ? condition(
+              "Ready",
+              "True",
+              "Destroyed",
+              `the guest was destroyed (did not shut down within ${graceSeconds} s after ACPI, or powered off from outside)`,
+            )
+          : condition("Ready", "True", "Stopped", "stopped"),
+    };
+  const { now, shutdownDeadline: deadline } = input;
+  if (deadline === undefined) {
+    return {
+      steps: [
+        {
+          op: "shutdown",
+          deadline: now + graceSeconds * 1000,
+          event: {
+            type: "Normal",
+            reason: "ShuttingDown",
+            message: `sent ACPI shutdown to ${domain.name}; destroy in ${graceSeconds} s`,
+          },
+        },
+      ],
+      active: true,
+      ready: condition("Ready", "False", "ShuttingDown", `waiting for the guest to power off (${graceSeconds} s left)`),
+      pollMs: shutdownPollMs,
+    };
+  }
+  if (now >= deadline) {
+    const message = `the guest did not shut down within ${graceSeconds} s after ACPI; destroyed it`;
+    return {
+      steps: [{ op: "destroy", event: { type: "Warning", reason: "Destroyed", message } }],
+      active: false,
+      ready: condition("Ready", "True", "Destroyed", message),
+    };
+  }
+  const left = Math.max(0, Math.ceil((deadline - now) / 1000));
+  return {
+    steps: [],
+    active: true,
+    ready: condition("Ready", "False", "ShuttingDown", `waiting for the guest to power off (${left} s left)`),
+    pollMs: shutdownPollMs,
+  };
+}
+
+/**
+ * Deletion (or an orphan): stop the guest gracefully, then undefine the domain and remove its seed
+ * image. Its disks are Volumes and are never touched here.
+ */
+export function planVmCleanup(
+  vm: VirtualMachine | undefined,
+  domain: DomainInfo | null,
+  input: Pick<VmPlanInput, "now" | "shutdownDeadline">,
+  node: string,
+): Power {
+  const stop = planStop(vm, domain, input);
+  if (stop.pollMs) return stop;
+  const undefine: VmStep[] = domain
+    ? [
+        {
+          op: "undefine",
+          event: { type: "Normal", reason: "Deleted", message: `undefined domain ${domain.name} on ${node}` },
+        },
+      ]
+    : [];
+  return { ...stop, steps: [...stop.steps, ...undefine, { op: "remove-seed" }], active: undefined };
+}
+
+export interface VmStatusInput {
+  /** Dependencies not Ready yet (human sentences); empty: all Ready. */
+  waiting: string[];
+  ready?: ConditionInput;
+  restart?: string[];
+  /** Whether the domain runs; undefined: there is none. */
+  active: boolean | undefined;
+}
+
+/** The conditions and phase a VM's status shows. */
+export function vmStatus(
+  vm: VirtualMachine,
+  node: string,
+  s: VmStatusInput,
+): {
+  fields: Partial<VirtualMachineStatus>;
+  conditions: (ConditionInput | undefined)[];
+} {
+  const deleting = vm.metadata.deletionTimestamp !== undefined;
+  const waiting = s.waiting.length > 0;
+  const ready = waiting ? condition("Ready", "False", "WaitingForDependencies", s.waiting.join("; ")) : s.ready;
+  const phase = deleting
+    ? "Terminating"
+    : ready?.reason === "StartFailed"
+      ? "Failed"
+      : s.active
+        ? "Running"
+        : s.active === false
+          ? "Stopped"
+          : waiting
+            ? "Pending"
+            : "Provisioning";
+  return {
+    fields: { phase, node },
+    conditions: [
+      waiting
+        ? condition("DependenciesReady", "False", "Waiting", s.waiting.join("; "))
+        : deleting
+          ? undefined
+          : condition("DependenciesReady", "True", "AllReady"),
+      ready,
+      waiting || deleting ? undefined : condition("Synced", "True", "Synced"),
+      s.restart === undefined
+        ? undefined
+        : s.restart.length
+          ? condition(
+              "RestartRequired",
+              "True",
+              "PendingChanges",
+              `applied after the next restart: ${s.restart.join(", ")}`,
+            )
+          : condition("RestartRequired", "False", "UpToDate"),
+    ],
+  };
+}
+
+/** Disks whose Volume waits for this VM to grow it live, with the size to grow to. */
+export function growingDisks(vm: VirtualMachine, volumes: (name: string) => Volume | undefined) {
+  return (vm.spec.disks ?? []).flatMap((d) => {
+    const volume = volumes(d.volumeRef);
+    if (findCondition(volume?.status?.conditions, "Ready")?.reason !== "WaitingForResize") return [];
+    return [{ disk: d.name, bytes: toBytes(volume!.spec.size) }];
+  });
+}
