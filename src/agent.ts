@@ -1,6 +1,7 @@
 import type * as k8s from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { setupBridges } from "./controllers/bridge.js";
+import { setupFencing } from "./controllers/fence.js";
 import { setupVirtualMachines } from "./controllers/virtualmachine.js";
 import { setupVolumes, type PoolPolicy } from "./controllers/volume.js";
 import type { ProbeOptions } from "./host/accel/probe.js";
@@ -28,6 +29,8 @@ export interface AgentConfig {
   stateDir: string;
   workers: number;
   resyncSeconds: number;
+  /** Every cached object is looked at again this often, whatever its last reconcile said. */
+  syncPeriodSeconds: number;
   pools: PoolPolicy;
   lease: { namespace: string; name: string; durationSeconds: number };
   /** How the node's accelerator and default CPU are chosen; `guestDir`: the probe guest. */
@@ -73,16 +76,17 @@ export class Agent {
     const manager = (this.manager = new Manager(kc, {
       log: componentLogger("runtime").child({ node }),
       workers: config.workers,
+      syncPeriodMs: config.syncPeriodSeconds * 1000,
       events,
       onReconciled: (controller) => metrics.reconciled(controller),
     }));
-    const media = new LocalCloudInitMedia(config.stateDir);
-    setupVirtualMachines(manager, {
-      ...{ node, hypervisor: hosts.libvirt, network: hosts.network, media, resyncMs },
-      ...{ readSecret: secretReader(kc), nodeFacts: this.nodeFacts },
-    });
-    setupBridges(manager, { node, network: hosts.network, resyncMs });
-    setupVolumes(manager, { store: hosts.rbd, policy: config.pools, resyncMs });
+    const [media, readSecret, nodeFacts] = [new LocalCloudInitMedia(config.stateDir), secretReader(kc), this.nodeFacts];
+    const { libvirt: hypervisor, network, rbd: store } = hosts;
+    setupVirtualMachines(manager, { node, hypervisor, network, store, media, readSecret, nodeFacts, resyncMs });
+    setupBridges(manager, { node, network, resyncMs });
+    const fence = () => this.elector.fence();
+    setupVolumes(manager, { store, policy: config.pools, resyncMs, fence });
+    setupFencing(manager, { store, fence });
     const leading = (on: boolean) => {
       metrics.leader.set(on ? 1 : 0);
       if (on) manager.startLeading();

@@ -29,6 +29,8 @@ Every flag can also be given as an environment variable (shown in brackets).
                           default /usr/lib/kaktus-operator/probe-guest
   --workers N             concurrent reconciles per controller [KAKTUS_WORKERS] default 4
   --resync SECONDS        drift check period for converged objects [KAKTUS_RESYNC] default 300
+  --sync-period SECONDS   every cached object is queued again this often, even one whose
+                          reconcile gave up [KAKTUS_SYNC_PERIOD] default 3600
   --lease-namespace NS    namespace of the Volume controller's Lease [KAKTUS_LEASE_NAMESPACE] default kaktus-system
   --lease-duration S      [KAKTUS_LEASE_DURATION] default 15
   --metrics-address A     /healthz, /readyz, /metrics [KAKTUS_METRICS_ADDRESS] default 127.0.0.1:9464
@@ -51,6 +53,7 @@ const options = {
   "probe-guest": { type: "string", env: "KAKTUS_PROBE_GUEST", default: "/usr/lib/kaktus-operator/probe-guest" },
   workers: { type: "string", env: "KAKTUS_WORKERS", default: "4" },
   resync: { type: "string", env: "KAKTUS_RESYNC", default: "300" },
+  "sync-period": { type: "string", env: "KAKTUS_SYNC_PERIOD", default: "3600" },
   "lease-namespace": { type: "string", env: "KAKTUS_LEASE_NAMESPACE", default: "kaktus-system" },
   "lease-duration": { type: "string", env: "KAKTUS_LEASE_DURATION", default: "15" },
   "metrics-address": { type: "string", env: "KAKTUS_METRICS_ADDRESS", default: "127.0.0.1:9464" },
@@ -128,6 +131,7 @@ function configFrom(flags: Flags): AgentConfig & { metricsAddress: string } {
     stateDir: flags["state-dir"]!,
     workers: positiveInt("workers", flags.workers),
     resyncSeconds: positiveInt("resync", flags.resync),
+    syncPeriodSeconds: positiveInt("sync-period", flags["sync-period"]),
     pools: { pools: list(flags.pools), clonePools: list(flags["clone-pools"]) },
     lease: {
       namespace: flags["lease-namespace"]!,

@@ -1,6 +1,8 @@
 /**
  * The names the operator derives from its objects, in one place: host objects are found by them, so
  * two objects must never map to one name and a host object's name must lead back to its object.
+ * And the marks: a name alone never makes a host object the operator's; the mark of the object's
+ * UID on it does (RBD image metadata, libvirt domain metadata, a link's alias).
  */
 interface Named {
   metadata: { name: string; namespace?: string };
@@ -23,3 +25,11 @@ export function domainKey(domain: string): string | undefined {
 
 /** RBD image of a Volume: "." cannot occur in a namespace, so namespace.name never collides. */
 export const volumeImage = (v: Named) => `${namespaceOf(v)}.${v.metadata.name}`;
+
+/** Adopting a host object made by someone else is an explicit opt-in on the object, never a side effect of a name. */
+export const adoptAnnotation = "kaktus.kowabunga.cloud/adopt";
+export const wantsAdoption = (o: { metadata: { annotations?: Record<string, string> } }) =>
+  o.metadata.annotations?.[adoptAnnotation] === "true";
+
+/** The alias the operator gives the links it makes for an object (a bridge, a VLAN port). */
+export const linkMark = (uid: string | undefined) => `kaktus:${uid ?? ""}`;

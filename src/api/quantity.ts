@@ -23,18 +23,30 @@ export class QuantityError extends Error {
   override name = "QuantityError";
 }
 
-/** Bytes in a quantity, rounded up to a whole byte. Negative or malformed quantities throw. */
+/** Suffixes below one (milli, micro, nano): a byte count with one is a fraction. */
+const divisors: Record<string, bigint> = { m: 1000n, u: 1000n ** 2n, n: 1000n ** 3n };
+
+/** Exponents beyond this are refused: 10^64 bytes is no size, and the work stays bounded. */
+const maxExponent = 64;
+
+/**
+ * Bytes in a quantity, rounded up to a whole byte: every form Kubernetes' quantity pattern admits
+ * (".5Gi", "1.", "1500m", "1e3"). Negative, malformed or absurd (exponent beyond ±64, more than 64
+ * digits) quantities throw, quickly.
+ */
 export function toBytes(quantity: string | number): bigint {
   const text = String(quantity).trim();
-  const m = /^\+?(\d+)(?:\.(\d+))?(?:([eE])([+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E))?$/.exec(text);
-  if (!m) throw new QuantityError(`"${text}" is not a byte quantity`);
-  const [, whole = "0", fraction = "", e, exponent = "0", suffix = ""] = m;
-  let numerator = BigInt(whole + fraction) * multipliers[suffix]!;
-  let denominator = 10n ** BigInt(fraction.length);
+  const m = /^\+?(\d*)(?:\.(\d*))?(?:([eE])([+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$/.exec(text);
+  const [, whole = "", fraction = "", e, exponent = "0", suffix = ""] = m ?? [];
+  if (!m || whole + fraction === "" || whole.length + fraction.length > 64)
+    throw new QuantityError(`"${text}" is not a byte quantity`);
+  const exp = Number(exponent);
+  if (e && Math.abs(exp) > maxExponent) throw new QuantityError(`"${text}" is out of range`);
+  let numerator = BigInt(whole + fraction) * (multipliers[suffix] ?? 1n);
+  let denominator = 10n ** BigInt(fraction.length) * (divisors[suffix] ?? 1n);
   if (e) {
-    const exp = BigInt(exponent);
-    if (exp >= 0n) numerator *= 10n ** exp;
-    else denominator *= 10n ** -exp;
+    if (exp >= 0) numerator *= 10n ** BigInt(exp);
+    else denominator *= 10n ** BigInt(-exp);
   }
   return (numerator + denominator - 1n) / denominator;
 }

@@ -110,6 +110,10 @@ export const VirtualMachineSpec = Type.Object(
       description: "Guest memory.",
       ...validations(
         { rule: `${celQuantity("self")}.compareTo(quantity('64Mi')) >= 0`, message: "memory must be at least 64Mi" },
+        {
+          rule: "!string(self).matches('[mun]$')",
+          message: "memory must be a whole number of bytes, not milli-, micro- or nano-bytes",
+        },
         { rule: `${celQuantity("self")}.compareTo(quantity('4Ti')) <= 0`, message: "memory must be at most 4Ti" },
       ),
     }),
@@ -162,6 +166,13 @@ export const VirtualMachineStatus = Type.Object({
   ...commonStatus,
   node: Type.Optional(Type.String({ description: "Node the domain was observed on." })),
   domainUUID: Type.Optional(Type.String({ description: "libvirt domain UUID, generated once." })),
+  shutdownDeadline: Type.Optional(
+    Type.String({
+      format: "date-time",
+      description:
+        "While an ACPI shutdown is in progress (runStrategy Halted): when the domain is destroyed if still running.",
+    }),
+  ),
   interfaces: Type.Optional(
     Type.Array(Type.Object({ name: Type.String(), mac: Type.String(), bridge: Type.Optional(Type.String()) }), {
       "x-kubernetes-list-type": "map",

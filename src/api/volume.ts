@@ -58,6 +58,10 @@ export const VolumeSpec = Type.Object(
       description: "Image size. May grow, never shrink.",
       ...validations(
         { rule: `${celQuantity("self")}.isGreaterThan(quantity('0'))`, message: "size must be positive" },
+        {
+          rule: "!string(self).matches('[mun]$')",
+          message: "size must be a whole number of bytes, not milli-, micro- or nano-bytes",
+        },
         { rule: `${celQuantity("self")}.compareTo(quantity('64Ti')) <= 0`, message: "size must be at most 64Ti" },
         {
           rule: `${celQuantity("self")}.compareTo(${celQuantity("oldSelf")}) >= 0`,
@@ -88,6 +92,19 @@ export const VolumeStatus = Type.Object({
     Type.Array(Type.String(), { maxItems: 64, description: "VirtualMachines that reference this Volume." }),
   ),
   watchers: Type.Optional(Type.Integer({ minimum: 0, description: "Clients that have the image open." })),
+  attachedTo: Type.Optional(
+    Type.Object(
+      {
+        name: Type.String({ description: "The VirtualMachine's name (in the Volume's namespace)." }),
+        uid: Type.String({ description: "The VirtualMachine's UID: a new object of the same name holds no claim." }),
+        node: Type.String({ description: "The node that runs it." }),
+      },
+      {
+        description:
+          "The VirtualMachine that holds this Volume: one at a time. Set by that VM's agent before its domain uses the image, removed once it no longer does.",
+      },
+    ),
+  ),
 });
 
 export type VolumeSpec = Static<typeof VolumeSpec>;

@@ -21,13 +21,15 @@ function bridge(
   return {
     apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
     kind: "Bridge",
-    metadata: { name: "br0", generation: 1, ...meta },
+    metadata: { name: "br0", uid: "u-br", generation: 1, ...meta },
     spec,
     ...(status ? { status } : {}),
   };
 }
+const mark = "kaktus:u-br";
 const br = (o: Partial<BridgeInfo> = {}): BridgeInfo => ({
   name: "br0",
+  alias: mark,
   mtu: 1500,
   up: true,
   stp: false,
@@ -54,6 +56,8 @@ const show = (steps: BridgeStep[]) =>
         return `enslave ${s.port}`;
       case "delete":
         return `delete ${s.link}`;
+      case "mark":
+        return `mark ${s.link} ${s.alias}`;
     }
   });
 
@@ -151,6 +155,35 @@ describe("planBridge: the host changes, one call per difference", () => {
     expect(plan.problem).toBeUndefined();
   });
 
+  it.each([
+    ["made by hand (no mark): NotOwned, nothing done", bridge({ mtu: 9000 }), br({ alias: undefined }), [], "NotOwned"],
+    [
+      "made for another Bridge (another UID): NotOwned",
+      bridge(),
+      br({ alias: "kaktus:u-other", up: false }),
+      [],
+      "NotOwned",
+    ],
+    [
+      "adopted with the annotation: marked, then converged",
+      bridge({ mtu: 9000 }, undefined, { annotations: { "kaktus.kowabunga.cloud/adopt": "true" } }),
+      br({ alias: undefined }),
+      ["mark br0 kaktus:u-br", "update mtu=9000"],
+      undefined,
+    ],
+    ["a marked temporary link a crash left behind: removed", bridge(), br(), ["delete kaktus-tmp-0a1b"], undefined],
+  ] as const)("ownership: %s", (_, b, observed, want, problem) => {
+    const links = [
+      link("kaktus-tmp-0a1b", { kind: "bridge", alias: mark }),
+      link("kaktus-tmp-ffff", { alias: "kaktus:u-other" }),
+    ];
+    const plan = planBridge(b, node, { bridge: observed, links: _.includes("temporary") ? links : [] });
+    expect(show(plan.steps)).toEqual(want);
+    expect(plan.problem?.reason).toBe(problem);
+    if (problem)
+      expect(plan.problem?.message).toMatch(/^NotOwned: bridge br0 on kaktus-a was not made by the operator/);
+  });
+
   it("a missing port is a problem, after the changes that can be made", () => {
     const plan = planBridge(bridge({ ports: [{ name: "eth9" }, { name: "eth1" }] }), node, {
       bridge: null,
@@ -179,7 +212,8 @@ describe("planBridge: the host changes, one call per difference", () => {
 describe("planBridgeCleanup: removal waits for the node's VMs", () => {
   const tap = link("vnet0", { kind: "tun", master: "br0" });
   it.each([
-    ["no user: bridge deleted", bridge(), [link("br0")], [], { steps: ["delete br0"] }],
+    ["no user: bridge deleted", bridge(), [link("br0", { alias: mark })], [], { steps: ["delete br0"] }],
+    ["not made by the operator: left on the host", bridge(), [link("br0")], [], { steps: [] }],
     [
       "a VM on this node names it: waits",
       bridge(),
@@ -194,19 +228,29 @@ describe("planBridgeCleanup: removal waits for the node's VMs", () => {
       [],
       { waiting: "waiting to remove br0: used by 1 NIC(s)" },
     ],
-    ["Orphan: left on the host", bridge({ deletionPolicy: "Orphan" }), [link("br0")], [], { steps: [] }],
+    [
+      "Orphan: left on the host",
+      bridge({ deletionPolicy: "Orphan" }),
+      [link("br0", { alias: mark })],
+      [],
+      { steps: [] },
+    ],
     ["already gone: nothing", bridge(), [], [], { steps: [] }],
     [
       "a VLAN sub-interface the operator made goes too; host ports never",
       bridge({ ports: [{ name: "eth1" }, { vlan: { parent: "bond0", id: 100 } }] }),
-      [link("br0"), link("eth1", { master: "br0" }), link("bond0.100", { kind: "vlan", master: "br0" })],
+      [
+        link("br0", { alias: mark }),
+        link("eth1", { master: "br0" }),
+        link("bond0.100", { kind: "vlan", master: "br0", alias: mark }),
+      ],
       [],
       { steps: ["delete bond0.100", "delete br0"] },
     ],
     [
-      "a PARENT.ID port that is not a VLAN link (a stand-in): kept",
+      "a PARENT.ID port the host made (unmarked): kept",
       bridge({ ports: [{ vlan: { parent: "bond0", id: 100 } }] }),
-      [link("br0"), link("bond0.100", { kind: "veth", master: "br0" })],
+      [link("br0", { alias: mark }), link("bond0.100", { kind: "vlan", master: "br0" })],
       [],
       { steps: ["delete br0"] },
     ],

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { bridgeIfName, type Bridge, type BridgeNodeStatus, type BridgeStatus } from "../api/bridge.js";
-import type { BridgeInfo, BridgeSettings, LinkInfo } from "../host/bridge/bridges.js";
+import { adoptAnnotation, linkMark, wantsAdoption } from "../api/names.js";
+import { temporaryLinkPrefix, type BridgeInfo, type BridgeSettings, type LinkInfo } from "../host/bridge/bridges.js";
 import { condition, type ConditionInput } from "../runtime/conditions.js";
 import type { PlannedEvent } from "../runtime/reconciler.js";
 import { matchesSelector } from "./selector.js";
@@ -18,10 +19,11 @@ export interface NodeLabels {
 }
 
 export type BridgeStep = { event?: PlannedEvent } & (
-  | { op: "create"; name: string; settings: BridgeSettings }
+  | { op: "create"; name: string; settings: BridgeSettings; alias: string }
+  | { op: "mark"; link: string; alias: string }
   | { op: "update"; name: string; settings: BridgeSettings }
   | { op: "release"; port: string }
-  | { op: "create-vlan"; parent: string; id: number }
+  | { op: "create-vlan"; parent: string; id: number; alias: string }
   | { op: "enslave"; bridge: string; port: string }
   | { op: "delete"; link: string }
 );
@@ -44,6 +46,9 @@ export function bridgeFinalizer(node: string): string {
 export const portName = (p: NonNullable<Bridge["spec"]["ports"]>[number]) =>
   p.name ?? `${p.vlan!.parent}.${p.vlan!.id}`;
 
+const notOwned = (name: string, node: string) =>
+  `NotOwned: bridge ${name} on ${node} was not made by the operator for this Bridge; left untouched (annotate ${adoptAnnotation}=true to adopt it)`;
+
 /** VM NICs (taps) plugged into a bridge. */
 export const tapCount = (links: LinkInfo[], bridge: string) =>
   links.filter((l) => l.master === bridge && l.kind === "tun").length;
@@ -59,17 +64,31 @@ export function planBridge(
 ): { steps: BridgeStep[]; problem?: { reason: string; message: string } } {
   const { spec } = bridge;
   const name = bridgeIfName(bridge);
+  const mark = linkMark(bridge.metadata.uid);
   const stp = spec.stp ?? false;
   const vlanFiltering = spec.vlanFiltering ?? false;
   const previous = bridge.status?.nodes?.find((n) => n.node === node);
   const current = observed.bridge;
-  const steps: BridgeStep[] = [];
+  // Links this node began to make for the Bridge and never finished (the agent died meanwhile).
+  const steps: BridgeStep[] = observed.links
+    .filter((l) => l.name.startsWith(temporaryLinkPrefix) && l.alias === mark)
+    .map((l) => ({ op: "delete", link: l.name }));
+  if (current && current.alias !== mark) {
+    if (!wantsAdoption(bridge)) return { steps, problem: { reason: "NotOwned", message: notOwned(name, node) } };
+    steps.push({
+      op: "mark",
+      link: name,
+      alias: mark,
+      event: { type: "Normal", reason: "Adopted", message: `adopted bridge ${name} on ${node} (${adoptAnnotation})` },
+    });
+  }
   if (!current) {
     // Only settings that differ from the kernel's defaults are sent: a kernel without VLAN
     // filtering refuses even "vlan_filtering 0".
     steps.push({
       op: "create",
       name,
+      alias: mark,
       settings: { ...(stp ? { stp } : {}), ...(vlanFiltering ? { vlanFiltering } : {}) },
       event: previous?.ready
         ? { type: "Warning", reason: "Recreated", message: `bridge ${name} vanished from ${node}` }
@@ -96,7 +115,7 @@ export function planBridge(
     const portLink = portName(port);
     const link = links.get(portLink);
     // An existing PARENT.ID link (made by the host's own network setup) is used as it is.
-    if (!link && port.vlan) steps.push({ op: "create-vlan", parent: port.vlan.parent, id: port.vlan.id });
+    if (!link && port.vlan) steps.push({ op: "create-vlan", parent: port.vlan.parent, id: port.vlan.id, alias: mark });
     else if (!link) {
       problem ??= { reason: "PortNotFound", message: `add port: interface ${portLink} does not exist on ${node}` };
       continue;
@@ -104,7 +123,8 @@ export function planBridge(
     if (!link || link.master !== name || !link.up) steps.push({ op: "enslave", bridge: name, port: portLink });
   }
   // The MTU last: enslaving a port resets the bridge's MTU to the smallest port's.
-  if (spec.mtu !== undefined && (steps.length > 0 || current?.mtu !== spec.mtu))
+  const changed = steps.some((s) => s.op !== "delete" && s.op !== "mark");
+  if (spec.mtu !== undefined && (changed || current?.mtu !== spec.mtu))
     steps.push({ op: "update", name, settings: { mtu: spec.mtu } });
   return { steps, ...(problem ? { problem } : {}) };
 }
@@ -123,10 +143,13 @@ export function planBridgeCleanup(
       steps: [],
       waiting: `waiting to remove ${name}: used by ${users.length ? `VirtualMachine ${users.join(", ")}` : `${taps} NIC(s)`}`,
     };
-  if (bridge.spec.deletionPolicy === "Orphan" || !observed.links.some((l) => l.name === name)) return { steps: [] };
-  // Only VLAN sub-interfaces the operator makes are removed; host ports are released, never deleted.
+  const mark = linkMark(bridge.metadata.uid);
+  const marked = (link: string) => observed.links.some((l) => l.name === link && l.alias === mark);
+  // Only what the operator made for this Bridge goes (the bridge, VLAN sub-interfaces it created);
+  // host ports are released with the bridge, never deleted; a bridge it did not make stays.
+  if (bridge.spec.deletionPolicy === "Orphan" || !marked(name)) return { steps: [] };
   const vlans = (bridge.spec.ports ?? [])
-    .filter((p) => p.vlan && observed.links.find((l) => l.name === portName(p))?.kind === "vlan")
+    .filter((p) => p.vlan && marked(portName(p)))
     .map((p): BridgeStep => ({ op: "delete", link: portName(p) }));
   return {
     steps: [

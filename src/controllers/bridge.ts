@@ -139,10 +139,11 @@ export function setupBridges(manager: Manager, deps: BridgeDeps): Controller {
 
   /** One host call per step (nothing to return: a refusal throws). */
   async function run(step: BridgeStep): Promise<void> {
-    if (step.op === "create") await network.createBridge(step.name, step.settings);
+    if (step.op === "create") await network.createBridge(step.name, step.settings, step.alias);
+    else if (step.op === "mark") await network.setAlias(step.link, step.alias);
     else if (step.op === "update") await network.updateBridge(step.name, step.settings);
     else if (step.op === "release") await network.removePort(step.port);
-    else if (step.op === "create-vlan") await network.createVlan(step.parent, step.id);
+    else if (step.op === "create-vlan") await network.createVlan(step.parent, step.id, step.alias);
     else if (step.op === "enslave") await network.addPort(step.bridge, step.port);
     else await network.deleteLink(step.link);
   }

@@ -37,11 +37,12 @@ export function volumesBySource(volumes: SharedInformer<Volume>) {
   return (volumeKey: string) => volumes.byIndex("by-source", volumeKey);
 }
 
-/** What a VM reads from a Volume: readiness (with WaitingForResize), size, deletion. */
+/** What a VM reads from a Volume: readiness (with WaitingForResize), size, deletion, who holds it. */
 export const volumeState = (v: Volume) => [
   conditionState(v.status?.conditions, "Ready"),
   v.spec.size,
   v.metadata.deletionTimestamp,
+  v.status?.attachedTo?.uid,
 ];
 
 /** What a VM reads from a Bridge: its Linux name and whether it is ready on the VM's node. */

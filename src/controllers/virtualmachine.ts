@@ -2,10 +2,9 @@ import type { Bridge } from "../api/bridge.js";
 import { kinds } from "../api/kinds.js";
 import type { VirtualMachine, VirtualMachineStatus } from "../api/virtualmachine.js";
 import type { Volume } from "../api/volume.js";
-import { domainName, namespaceOf, vmDomainName } from "../api/names.js";
+import { domainName, namespaceOf, vmDomainName, volumeImage } from "../api/names.js";
 import { desiredDomain } from "../domain/desired.js";
 import type { NodeFacts } from "../domain/model.js";
-import { parseDomainXml } from "../domain/xml.js";
 import type { BridgeHost } from "../host/bridge/bridges.js";
 import { seedDigest } from "../host/cloudinit/media.js";
 import type { Controller } from "../runtime/controller.js";
@@ -24,7 +23,8 @@ import {
   unreadyDependencies,
   vmStatus,
 } from "./vm-plan.js";
-import { identityOf, VmExecutor, vmFailure, type VmHost } from "./vm-executor.js";
+import { claim, release, volumesByClaim } from "./claims.js";
+import { identityOf, NotOwned, statusDeadline, VmExecutor, vmFailure, type VmHost } from "./vm-executor.js";
 
 export const vmFinalizer = "kaktus.kowabunga.cloud/virtualmachine";
 
@@ -46,14 +46,16 @@ type Ctx = ReconcileContext<VirtualMachineStatus>;
  * the steps, report. Crash-loop backoff of starts and graceful-shutdown deadlines are its state.
  */
 export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller {
-  const { node, hypervisor: hv } = deps;
+  const { node } = deps;
   const log = manager.log.child({ controller: "virtualmachine" });
   const vms = manager.informer<VirtualMachine>(kinds.virtualMachine);
   const volumes = manager.informer<Volume>(kinds.volume);
   const bridges = manager.informer<Bridge>(kinds.bridge);
   const [usersOfVolume, usersOfBridge, onNode] = [vmsByVolume(vms), vmsByBridge(vms), vmsByNode(vms)];
   const host = new VmExecutor(deps);
-  const { starts, deadlines } = host;
+  const { starts } = host;
+  const volumeClient = manager.client<Volume>(kinds.volume);
+  const claimedBy = volumesByClaim(volumes);
   const local = (vm: VirtualMachine) => vm.spec.node === node;
   const keys = (list: VirtualMachine[]) => list.filter(local).map(objectKey);
 
@@ -82,13 +84,20 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
     const name = vmDomainName(vm);
     const volume = (ref: string) => volumes.get(`${ns}/${ref}`);
     const bridge = (ref: string) => bridges.get(ref);
-    const existing = await hv.lookup(name);
+    const found = await host.find(name);
+    // Only a domain made for this very object is touched: not one made by hand, nor an earlier object's.
+    if (found && !found.owner)
+      throw new NotOwned(`domain ${name} on ${node} was not made by the operator: left untouched`);
+    if (found && found.owner?.uid !== vm.metadata.uid) return removeOrphan(ctx.key, ctx.signal, vm, found.owner!.uid);
+    const existing = found?.domain ?? null;
     const waiting = unreadyDependencies(vm, node, volume, bridge);
     if (waiting.length) {
       report(vm, ctx, { waiting, active: existing ? isActive(existing) : undefined });
       return { requeueAfterMs: dependencyRetryMs };
     }
-    // Identity first, persisted before the domain exists: a crash between the two never changes it.
+    // Claims, then identity, both persisted before the domain exists: a crash in between changes neither.
+    const disks = (vm.spec.disks ?? []).map((d) => volume(d.volumeRef)!);
+    await claim(volumeClient, disks, vm, node);
     const identity = identityOf(vm, existing);
     if (identity.changed) {
       ctx.status.set(identity.status);
@@ -96,12 +105,9 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
     }
     const facts = await deps.nodeFacts.get();
     const seed = seedData(vm, await host.secretUserData(vm));
-    const desired = desiredDomain(
-      vm,
-      resolveVm(vm, identity.status, facts, volume, bridge, seed && deps.media.path(name)),
-    );
-    const observed = await host.observe(name, existing, vm, !!seed);
-    if ((vm.spec.runStrategy ?? "Always") !== "Halted" || !isActive(existing)) deadlines.delete(ctx.key);
+    const resolved = resolveVm(vm, identity.status, facts, volume, bridge, seed && deps.media.path(name));
+    const desired = desiredDomain(vm, resolved);
+    const observed = await host.observe(name, found, vm, !!seed, Object.values(resolved.volumes));
     if (existing && !isActive(existing)) starts.foundStopped(ctx.key, stoppedByItself(existing));
     const plan = planVm({
       vm,
@@ -112,39 +118,59 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
       observed,
       growing: growingDisks(vm, volume),
       now: Date.now(),
-      shutdownDeadline: deadlines.get(ctx.key),
+      shutdownDeadline: statusDeadline(vm),
       startWait: starts.waiting(ctx.key, vm.metadata.generation),
     });
     const target = { name, key: ctx.key, generation: vm.metadata.generation };
     const done = { ...plan, ...(await host.run(plan.steps, target, ctx.signal, ctx.events.emit)) };
-    report(vm, ctx, { waiting: [], ready: done.ready, restart: done.restart, active: done.active });
+    // A disk gone from the spec and from the running domain: its Volume is free for another VM.
+    const inUse = (image: string) =>
+      (observed.live?.disks ?? []).some((d) => "image" in d.source && d.source.image === image);
+    const wanted = new Set((vm.spec.disks ?? []).map((d) => d.volumeRef));
+    const dropped = claimedBy(vm.metadata.uid ?? "").filter(
+      (v) => !wanted.has(v.metadata.name) && !inUse(volumeImage(v)),
+    );
+    await release(volumeClient, dropped, vm.metadata.uid ?? "");
+    report(vm, ctx, { waiting: [], ...done });
     return { requeueAfterMs: done.pollMs ?? deps.resyncMs };
   }
 
   async function cleanup(vm: VirtualMachine, ctx: Ctx) {
-    const name = vmDomainName(vm);
-    const plan = await host.teardown(vm, { name, key: ctx.key }, ctx.signal, ctx.events.emit, node);
-    if (!plan.pollMs) return {};
-    report(vm, ctx, { waiting: [], ready: plan.ready, active: true });
-    return { requeueAfterMs: plan.pollMs };
+    const plan = await host.teardown(vm, { name: vmDomainName(vm), key: ctx.key }, ctx.signal, ctx.events.emit, node);
+    if (plan.pollMs) {
+      report(vm, ctx, { waiting: [], ...plan });
+      return { requeueAfterMs: plan.pollMs };
+    }
+    await release(volumeClient, claimedBy(vm.metadata.uid ?? ""), vm.metadata.uid ?? "");
+    return {};
   }
 
   /**
-   * A domain this operator made whose object is gone (finalizer removed by hand, or found by the
-   * startup sweep): it is stopped and undefined; its disks are Volumes and stay untouched.
+   * A domain here whose object is gone (finalizer removed by hand, found by the startup sweep), or
+   * is another node's now, or is an earlier object of the same name: it is stopped (ACPI, then
+   * destroyed) and undefined, never started again, and its claims released; its disks are Volumes
+   * and stay untouched. Only domains carrying the operator's mark for this name are touched.
    */
-  async function orphan(key: string, signal: AbortSignal) {
+  async function orphan(key: string, signal: AbortSignal, vm?: VirtualMachine) {
     const [namespace, vmName] = key.split("/", 2) as [string, string];
-    const name = domainName(namespace, vmName);
-    if (!(await hv.lookup(name))) return {};
-    const owner = parseDomainXml(await hv.getXml(name, { inactive: true })).owner;
+    const found = await host.find(domainName(namespace, vmName));
+    const owner = found?.owner;
     if (!owner || owner.namespace !== namespace || owner.name !== vmName) return {};
+    return removeOrphan(key, signal, vm, owner.uid);
+  }
+
+  async function removeOrphan(key: string, signal: AbortSignal, vm: VirtualMachine | undefined, uid: string) {
+    const name = domainName(...(key.split("/", 2) as [string, string]));
     const orphanLog = log.child({ key, domain: name });
     const emit = async (e: PlannedEvent) => orphanLog.info({ reason: e.reason }, e.message);
     const plan = await host.teardown(undefined, { name, key }, signal, emit, node);
     if (plan.pollMs) return { requeueAfterMs: plan.pollMs };
-    orphanLog.warn("removed a domain whose VirtualMachine no longer exists");
-    return {};
+    await release(volumeClient, claimedBy(uid), uid);
+    const message = `removed domain ${name} from ${node}: it was made for an earlier or moved object (uid ${uid})`;
+    orphanLog.warn(message);
+    if (vm) await manager.events.warning(vm, "OrphanRemoved", message);
+    // The object itself (if any) is looked at again now: its own domain, here or on its node.
+    return vm && local(vm) ? { requeueAfterMs: 0 } : {};
   }
 
   function report(vm: VirtualMachine, ctx: Ctx, s: Parameters<typeof vmStatus>[2]): void {

@@ -6,18 +6,27 @@ import type { CloudInitMedia } from "../host/cloudinit/media.js";
 import type { Hypervisor } from "../host/libvirt/client.js";
 import { LibvirtError } from "../host/libvirt/errors.js";
 import type { DomainInfo } from "../host/libvirt/types.js";
+import type { BlockStore } from "../host/rbd/client.js";
+import type { DomainModel, DomainOwner } from "../domain/model.js";
 import { DomainXmlError, parseDomainXml } from "../domain/xml.js";
 import { domainKey, namespaceOf } from "../api/names.js";
+import { QuantityError } from "../api/quantity.js";
 import { UnsupportedOnNode } from "../domain/desired.js";
 import { runSteps, type Failure, type PlannedEvent } from "../runtime/reconciler.js";
 import { StartBackoff } from "./startbackoff.js";
 import { isActive, planVmCleanup, startFailed, type VmObservation, type VmPlan, type VmStep } from "./vm-plan.js";
+
+/** The graceful shutdown's deadline a VM's status keeps (ms since epoch), if one runs. */
+export const statusDeadline = (vm: VirtualMachine) =>
+  vm.status?.shutdownDeadline ? Date.parse(vm.status.shutdownDeadline) : undefined;
 
 /** What a failed start leaves: not Ready (StartFailed), not running, looked at again at the next try. */
 export type StartOutcome = Pick<VmPlan, "ready" | "pollMs"> & { active: false };
 
 export interface VmHost {
   hypervisor: Hypervisor;
+  /** Ceph, to see who else has a disk image open before a start. */
+  store: Pick<BlockStore, "status">;
   /** The node's network (links and bridges): a tap may have to go back on its bridge. */
   network: Pick<BridgeHost, "links" | "addPort">;
   media: CloudInitMedia;
@@ -30,15 +39,20 @@ export class MissingInput extends Error {
   override name = "MissingInput";
 }
 
+/** A domain here that the operator did not make: never touched, whatever its name. */
+export class NotOwned extends Error {
+  override name = "NotOwned";
+}
+
 /**
  * The VM controller's hands on the host: it observes a domain, runs plans' steps (one call each,
  * then its Event), and keeps what the controller remembers between reconciles: the crash-loop
- * backoff of starts and graceful-shutdown deadlines.
+ * backoff of starts, and the shutdown deadlines of orphans (a VM's own is kept in its status).
  */
 export class VmExecutor {
   readonly starts = new StartBackoff();
-  /** When each graceful shutdown in progress must end with a destroy (ms since epoch), by key. */
-  readonly deadlines = new Map<string, number>();
+  /** Graceful-shutdown deadlines of domains whose object is gone (nowhere else to keep them), by key. */
+  private readonly orphanDeadlines = new Map<string, number>();
 
   constructor(private readonly host: VmHost) {}
 
@@ -61,16 +75,48 @@ export class VmExecutor {
     });
   }
 
-  /** The domain as it is: live model when it runs, persistent definition, links for taps, seed digest. */
-  async observe(name: string, domain: DomainInfo | null, vm: VirtualMachine, seeded: boolean): Promise<VmObservation> {
+  /**
+   * The domain named `name` and whose it is: its persistent definition (or, for a transient one, its
+   * live XML) carries the owner mark. null when there is no such domain.
+   */
+  async find(name: string): Promise<{ domain: DomainInfo; definition: DomainModel; owner?: DomainOwner } | null> {
     const { hypervisor: hv } = this.host;
+    const domain = await hv.lookup(name);
+    if (!domain) return null;
+    const definition = parseDomainXml(await hv.getXml(name, { inactive: domain.persistent }));
+    return { domain, definition, ...(definition.owner ? { owner: definition.owner } : {}) };
+  }
+
+  /**
+   * The domain as it is: live model when it runs, persistent definition, links for taps, seed
+   * digest, and, while it does not run, the disk images another client has open.
+   */
+  async observe(
+    name: string,
+    found: Awaited<ReturnType<VmExecutor["find"]>>,
+    vm: VirtualMachine,
+    seeded: boolean,
+    images: { pool: string; image: string }[],
+  ): Promise<VmObservation> {
+    const { hypervisor: hv } = this.host;
+    const domain = found?.domain ?? null;
     const running = isActive(domain);
+    const inUse = running
+      ? []
+      : (
+          await Promise.all(
+            images.map(async (i) =>
+              (await this.host.store.status(i.pool, i.image))?.watchers.length ? `${i.pool}/${i.image}` : [],
+            ),
+          )
+        ).flat();
     return {
       domain,
       ...(running ? { live: parseDomainXml(await hv.getXml(name)) } : {}),
-      ...(domain?.persistent ? { inactive: parseDomainXml(await hv.getXml(name, { inactive: true })) } : {}),
+      ...(domain?.persistent ? { inactive: found!.definition } : {}),
       ...(running && vm.spec.interfaces?.length ? { links: await this.host.network.links() } : {}),
       ...(seeded ? { seedDigest: await this.host.media.digest(name) } : {}),
+      imagesInUse: inUse,
     };
   }
 
@@ -94,10 +140,18 @@ export class VmExecutor {
     emit: (e: PlannedEvent) => Promise<void>,
     node: string,
   ): Promise<ReturnType<typeof planVmCleanup>> {
-    const domain = await this.host.hypervisor.lookup(target.name);
-    const plan = planVmCleanup(vm, domain, { now: Date.now(), shutdownDeadline: this.deadlines.get(target.key) }, node);
+    const found = await this.find(target.name);
+    // Only a domain made for this object (or, for an orphan, for this name) is ever stopped or undefined.
+    const mine = vm ? found?.owner?.uid === vm.metadata.uid : found?.owner !== undefined;
+    const domain = mine ? found!.domain : null;
+    const deadline = vm ? statusDeadline(vm) : this.orphanDeadlines.get(target.key);
+    const plan = planVmCleanup(vm, domain, { now: Date.now(), shutdownDeadline: deadline }, node);
     await this.run(plan.steps, { ...target, generation: vm?.metadata.generation }, signal, emit);
-    if (!plan.pollMs) this.starts.forget(target.key);
+    if (!vm && plan.shutdownDeadline !== undefined) this.orphanDeadlines.set(target.key, plan.shutdownDeadline);
+    if (!plan.pollMs) {
+      this.starts.forget(target.key);
+      this.orphanDeadlines.delete(target.key);
+    }
     return plan;
   }
 
@@ -148,16 +202,13 @@ export class VmExecutor {
         this.starts.started(key, generation);
         return;
       case "shutdown":
-        await hv.shutdown(name);
-        return void this.deadlines.set(key, step.deadline);
+        return void (await hv.shutdown(name));
       case "destroy":
-        await hv.destroy(name);
-        return void this.deadlines.delete(key);
+        return void (await hv.destroy(name));
       case "undefine":
         return void (await hv.undefine(name));
       case "remove-seed":
-        await media.remove(name);
-        return void this.deadlines.delete(key);
+        return void (await media.remove(name));
     }
   }
 }
@@ -197,6 +248,8 @@ export function vmFailure(err: unknown): Failure | undefined {
   if (err instanceof DomainXmlError) return { reason: "InvalidSpec", message: err.message, terminal: true };
   if (err instanceof UnsupportedOnNode) return { reason: "Unsupported", message: err.message, terminal: true };
   if (err instanceof MissingInput) return { reason: "MissingInput", message: err.message, terminal: false };
+  if (err instanceof NotOwned) return { reason: "NotOwned", message: err.message, terminal: true };
+  if (err instanceof QuantityError) return { reason: "InvalidSpec", message: err.message, terminal: true };
   if (!(err instanceof LibvirtError)) return undefined;
   const reason =
     { invalid: "InvalidDomain", conflict: "DomainConflict", transient: "LibvirtUnavailable" }[err.kind as string] ??

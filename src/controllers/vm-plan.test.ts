@@ -148,6 +148,33 @@ describe("planVm: power by runStrategy", () => {
     expect(readyOf(p)).toBe(ready);
   });
 
+  it("an image another client has open: not started (never two writers), says which", () => {
+    const desired = desiredDomain(vm(), resolved);
+    const p = planVm({
+      vm: vm(),
+      node,
+      desired,
+      facts,
+      observed: { domain: off(shutoff.destroyed), inactive: desired, imagesInUse: ["rbd/acme.os"] },
+      growing: [],
+      now,
+    });
+    expect(ops(p.steps)).toEqual([]);
+    expect(p.ready).toEqual(
+      condition("Ready", "False", "ImageInUse", "not started: rbd/acme.os open by another client"),
+    );
+    expect(p.active).toBe(false);
+  });
+
+  it("the shutdown deadline is kept (for the status) while the guest has time, and dropped after", () => {
+    const halted = vm({ runStrategy: "Halted", shutdownGracePeriodSeconds: 7 });
+    expect(plan(halted, domain()).shutdownDeadline).toBe(now + 7_000);
+    expect(plan(halted, domain(), { shutdownDeadline: now + 3_000 }).shutdownDeadline).toBe(now + 3_000);
+    expect(plan(halted, domain(), { shutdownDeadline: now - 1 }).shutdownDeadline).toBeUndefined();
+    expect(plan(halted, off(), { shutdownDeadline: now + 3_000 }).shutdownDeadline).toBeUndefined();
+    expect(plan(vm(), domain(), { shutdownDeadline: now + 3_000 }).shutdownDeadline).toBeUndefined();
+  });
+
   it("Halted with time left: waits, looking again every second", () => {
     const p = plan(vm({ runStrategy: "Halted" }), domain(), { shutdownDeadline: now + 30_500 });
     expect(ops(p.steps)).toEqual([]);
@@ -375,14 +402,36 @@ describe("dependencies, seed, growth", () => {
     ["a Bridge missing", readyVolume(), undefined, ["Bridge br0 does not exist"]],
     ["a Bridge not Ready on this node", readyVolume(), bridgeOn(false), ["Bridge br0 is not Ready on kaktus-a"]],
   ] as const)("%s", (_, volume, bridge, waits) => {
+    const found = unreadyDependencies(
+      vm(),
+      node,
+      () => volume,
+      () => bridge,
+    );
+    expect(found.map((w) => w.message)).toEqual(waits);
+    expect(found.every((w) => w.reason === "Waiting")).toBe(true);
+  });
+
+  it("a Volume another VM holds: VolumeInUse, naming the holder", () => {
+    const held = readyVolume();
+    held.status!.attachedTo = { name: "other", uid: "u-other", node: "kaktus-b" };
     expect(
       unreadyDependencies(
         vm(),
         node,
-        () => volume,
-        () => bridge,
+        () => held,
+        () => bridgeOn(true),
       ),
-    ).toEqual(waits);
+    ).toEqual([{ reason: "VolumeInUse", message: "Volume os is attached to VirtualMachine other (on kaktus-b)" }]);
+    held.status!.attachedTo = { name: "web", uid: "u-1", node };
+    expect(
+      unreadyDependencies(
+        vm(),
+        node,
+        () => held,
+        () => bridgeOn(true),
+      ),
+    ).toEqual([]);
   });
 
   it("grows only disks whose Volume waits for it", () => {
@@ -470,16 +519,22 @@ describe("vmStatus: the phase and conditions table", () => {
   ] as const)("%s", (_, v, s, phase, conditions) => {
     const out = vmStatus(v, node, {
       ...s,
-      waiting: [...s.waiting],
+      waiting: s.waiting.map((message) => ({ reason: "Waiting" as const, message })),
       ...("restart" in s ? { restart: [...(s.restart as readonly string[])] } : {}),
     } as VmStatusInput);
-    expect(out.fields).toEqual({ phase, node });
+    expect(out.fields).toEqual({ phase, node, shutdownDeadline: undefined });
     expect(out.conditions.flatMap((c) => (c ? [`${c.type} ${c.status}`] : []))).toEqual(conditions);
   });
 
   it("says what waits and what needs a restart", () => {
-    const out = vmStatus(vm(), node, { waiting: ["a", "b"], active: undefined });
+    const w = (message: string) => ({ reason: "Waiting" as const, message });
+    const out = vmStatus(vm(), node, { waiting: [w("a"), w("b")], active: undefined });
     expect(out.conditions[1]).toEqual(condition("Ready", "False", "WaitingForDependencies", "a; b"));
+    const held = vmStatus(vm(), node, {
+      waiting: [w("a"), { reason: "VolumeInUse", message: "b" }],
+      active: undefined,
+    });
+    expect(held.conditions[0]).toEqual(condition("DependenciesReady", "False", "VolumeInUse", "a; b"));
     const restart = vmStatus(vm(), node, {
       waiting: [],
       ready: condition("Ready", "True", "Running"),

@@ -12,6 +12,7 @@ import type { NoCloudData } from "../host/cloudinit/media.js";
 import type { DomainInfo } from "../host/libvirt/types.js";
 import { condition, findCondition, type ConditionInput } from "../runtime/conditions.js";
 import type { PlannedEvent } from "../runtime/reconciler.js";
+import { claimedByOther } from "./claims.js";
 import type { StartWait } from "./startbackoff.js";
 
 /**
@@ -47,6 +48,8 @@ export interface VmObservation {
   links?: LinkInfo[];
   /** Digest of the seed image on the node; undefined when there is none. */
   seedDigest?: string;
+  /** Disk images ("pool/image") another client has open while the domain does not run. */
+  imagesInUse?: string[];
 }
 
 export interface VmPlan {
@@ -59,6 +62,8 @@ export interface VmPlan {
   active: boolean | undefined;
   /** Look again this soon (a shutdown in progress, a start waiting for its backoff). */
   pollMs?: number;
+  /** The graceful shutdown's deadline once the steps are done (kept in status); undefined: none. */
+  shutdownDeadline?: number;
 }
 
 /** virDomainShutoffReason values that say why a domain is off. */
@@ -84,28 +89,42 @@ export function stoppedByItself(d: DomainInfo): string | undefined {
 /** How often a stopping guest is looked at while it has time left to shut down. */
 export const shutdownPollMs = 1_000;
 
-/** Volumes and Bridges this VM needs that are not Ready for it yet, as human sentences. */
+/** A dependency not Ready for this VM yet: why, in words. */
+export interface Unready {
+  /** VolumeInUse: another VM holds the Volume; Waiting: anything else. */
+  reason: "VolumeInUse" | "Waiting";
+  message: string;
+}
+
+/** Volumes and Bridges this VM needs that are not Ready for it yet (or held by another VM). */
 export function unreadyDependencies(
   vm: VirtualMachine,
   node: string,
   volumes: (name: string) => Volume | undefined,
   bridges: (name: string) => Bridge | undefined,
-): string[] {
-  const waits: string[] = [];
+): Unready[] {
+  const waits: Unready[] = [];
+  const wait = (message: string) => waits.push({ reason: "Waiting", message });
   for (const disk of vm.spec.disks ?? []) {
     const volume = volumes(disk.volumeRef);
     const ready = findCondition(volume?.status?.conditions, "Ready");
-    if (!volume) waits.push(`Volume ${disk.volumeRef} does not exist`);
-    else if (volume.metadata.deletionTimestamp) waits.push(`Volume ${disk.volumeRef} is being deleted`);
+    const holder = volume && claimedByOther(volume, vm);
+    if (!volume) wait(`Volume ${disk.volumeRef} does not exist`);
+    else if (volume.metadata.deletionTimestamp) wait(`Volume ${disk.volumeRef} is being deleted`);
+    else if (holder)
+      waits.push({
+        reason: "VolumeInUse",
+        message: `Volume ${disk.volumeRef} is attached to VirtualMachine ${holder.name} (on ${holder.node})`,
+      });
     // A Volume waiting for this VM to grow it live is usable (its image exists).
     else if (ready?.status !== "True" && ready?.reason !== "WaitingForResize")
-      waits.push(`Volume ${disk.volumeRef} is not Ready${ready?.message ? `: ${ready.message}` : ""}`);
+      wait(`Volume ${disk.volumeRef} is not Ready${ready?.message ? `: ${ready.message}` : ""}`);
   }
   for (const nic of vm.spec.interfaces ?? []) {
     const bridge = bridges(nic.bridgeRef);
-    if (!bridge) waits.push(`Bridge ${nic.bridgeRef} does not exist`);
+    if (!bridge) wait(`Bridge ${nic.bridgeRef} does not exist`);
     else if (!bridge.status?.nodes?.find((n) => n.node === node)?.ready)
-      waits.push(`Bridge ${nic.bridgeRef} is not Ready on ${node}`);
+      wait(`Bridge ${nic.bridgeRef} is not Ready on ${node}`);
   }
   return waits;
 }
@@ -160,7 +179,7 @@ export interface VmPlanInput {
   /** Disks whose Volume waits for this VM to grow it live (the Volume's size). */
   growing: { disk: string; bytes: bigint }[];
   now: number;
-  /** When the graceful shutdown in progress must end with a destroy. */
+  /** When the graceful shutdown in progress must end with a destroy (from status). */
   shutdownDeadline?: number;
   /** The crash-loop backoff's wait, when a start must wait. */
   startWait?: StartWait;
@@ -247,13 +266,7 @@ export function planVm(input: VmPlanInput): VmPlan {
     }
 
   const power = planPower(vm, node, domain, input);
-  return {
-    steps: [...steps, ...power.steps],
-    ready: power.ready,
-    restart,
-    active: power.active,
-    ...(power.pollMs ? { pollMs: power.pollMs } : {}),
-  };
+  return { ...power, steps: [...steps, ...power.steps], restart };
 }
 
 /** Each running NIC whose tap is off its bridge (re-created behind the operator's back) is plugged back. */
@@ -296,7 +309,7 @@ function liveStep(change: Change, facts: NodeFacts): VmStep {
   }
 }
 
-type Power = Pick<VmPlan, "ready" | "active" | "pollMs"> & { steps: VmStep[] };
+type Power = Pick<VmPlan, "ready" | "active" | "pollMs" | "shutdownDeadline"> & { steps: VmStep[] };
 
 /** The power state the runStrategy asks for, one step at a time. */
 function planPower(vm: VirtualMachine, node: string, domain: DomainInfo, input: VmPlanInput): Power {
@@ -315,6 +328,15 @@ function planPower(vm: VirtualMachine, node: string, domain: DomainInfo, input: 
       active: false,
     };
   if (input.startWait) return { steps: [], ...startFailed(input.startWait, input.now), active: false };
+  // Another client has a disk open (a domain on another node, left there or started by hand): never two writers.
+  const imagesInUse = input.observed.imagesInUse ?? [];
+  if (imagesInUse.length)
+    return {
+      steps: [],
+      active: false,
+      ready: condition("Ready", "False", "ImageInUse", `not started: ${imagesInUse.join(", ")} open by another client`),
+      pollMs: 10_000,
+    };
   const event: PlannedEvent =
     vm.status?.phase === "Running"
       ? { type: "Warning", reason: "Restarted", message: `domain ${name} was found ${domain.state}; started it again` }
@@ -359,6 +381,7 @@ export function planStop(
   const { now, shutdownDeadline: deadline } = input;
   if (deadline === undefined) {
     return {
+      shutdownDeadline: now + graceSeconds * 1000,
       steps: [
         {
           op: "shutdown",
@@ -385,6 +408,7 @@ export function planStop(
   }
   const left = Math.max(0, Math.ceil((deadline - now) / 1000));
   return {
+    shutdownDeadline: deadline,
     steps: [],
     active: true,
     ready: condition("Ready", "False", "ShuttingDown", `waiting for the guest to power off (${left} s left)`),
@@ -416,12 +440,14 @@ export function planVmCleanup(
 }
 
 export interface VmStatusInput {
-  /** Dependencies not Ready yet (human sentences); empty: all Ready. */
-  waiting: string[];
+  /** Dependencies not Ready yet; empty: all Ready. */
+  waiting: Unready[];
   ready?: ConditionInput;
   restart?: string[];
   /** Whether the domain runs; undefined: there is none. */
   active: boolean | undefined;
+  /** The graceful shutdown's deadline, kept with the object so an agent restart keeps it. */
+  shutdownDeadline?: number;
 }
 
 /** The conditions and phase a VM's status shows. */
@@ -435,7 +461,8 @@ export function vmStatus(
 } {
   const deleting = vm.metadata.deletionTimestamp !== undefined;
   const waiting = s.waiting.length > 0;
-  const ready = waiting ? condition("Ready", "False", "WaitingForDependencies", s.waiting.join("; ")) : s.ready;
+  const why = s.waiting.map((w) => w.message).join("; ");
+  const ready = waiting ? condition("Ready", "False", "WaitingForDependencies", why) : s.ready;
   const phase = deleting
     ? "Terminating"
     : ready?.reason === "StartFailed"
@@ -447,11 +474,13 @@ export function vmStatus(
           : waiting
             ? "Pending"
             : "Provisioning";
+  const deadline = s.shutdownDeadline !== undefined ? new Date(s.shutdownDeadline).toISOString() : undefined;
+  const dependencies = s.waiting.some((w) => w.reason === "VolumeInUse") ? "VolumeInUse" : "Waiting";
   return {
-    fields: { phase, node },
+    fields: { phase, node, shutdownDeadline: deadline },
     conditions: [
       waiting
-        ? condition("DependenciesReady", "False", "Waiting", s.waiting.join("; "))
+        ? condition("DependenciesReady", "False", dependencies, why)
         : deleting
           ? undefined
           : condition("DependenciesReady", "True", "AllReady"),

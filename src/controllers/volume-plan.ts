@@ -1,4 +1,4 @@
-import { volumeImage } from "../api/names.js";
+import { adoptAnnotation, volumeImage, wantsAdoption } from "../api/names.js";
 import { formatBytes, toBytes } from "../api/quantity.js";
 import type { Volume, VolumeStatus } from "../api/volume.js";
 import type { ImageStatus } from "../host/rbd/types.js";
@@ -8,6 +8,11 @@ import type { PlannedEvent } from "../runtime/reconciler.js";
 /**
  * The Volume controller's decisions, pure: what to do to the RBD image, and what status says,
  * from the object and what was observed. ./volume.ts runs the steps.
+ *
+ * The operator acts only on images it made for this very object: each carries the object's UID
+ * as its owner mark. An image is built under a temporary name (`<image>.partial`) and renamed
+ * once whole, so an interrupted build is never taken for a finished one; a `.partial` left by an
+ * interrupted build is removed and the build starts again.
  */
 
 /** Which pools tenants may use: the operator's configuration, never the tenant's choice. */
@@ -18,11 +23,16 @@ export interface PoolPolicy {
   clonePools: readonly string[];
 }
 
+/** Where an image is built; "." cannot occur in a Volume's name, so no Volume's image has this name. */
+export const partialImage = (image: string) => `${image}.partial`;
+
 export type VolumeStep = { event?: PlannedEvent } & (
   | { op: "create"; pool: string; image: string; size: bigint }
   /** Clone, then grow the clone to `size` if the template is smaller. */
   | { op: "clone"; from: { pool: string; name: string; snapshot: string }; pool: string; image: string; size: bigint }
   | { op: "copy"; from: { pool: string; name: string }; pool: string; image: string; size: bigint }
+  | { op: "mark"; pool: string; image: string; uid: string }
+  | { op: "rename"; pool: string; from: string; to: string }
   | { op: "grow"; pool: string; image: string; size: bigint }
   | { op: "remove"; pool: string; image: string }
 );
@@ -30,16 +40,20 @@ export type VolumeStep = { event?: PlannedEvent } & (
 export interface VolumeObservation {
   /** The image, null when it does not exist. */
   image: ImageStatus | null;
+  /** What an interrupted build left (`<image>.partial`), null when nothing. */
+  partial: ImageStatus | null;
   /** VirtualMachines of the namespace that reference the Volume, sorted. */
   inUseBy: string[];
   /** The Volume a copy is made from (spec.source.volume), when it exists. */
   source?: Volume | undefined;
+  /** Clients fenced off the cluster (blocklisted): their watches do not count as users. */
+  blocklisted?: string[];
 }
 
 export interface VolumePlan {
   steps: VolumeStep[];
-  /** Nothing can progress until the object changes (a pool the policy refuses). */
-  refusal?: string;
+  /** Nothing can progress until the object changes (a pool the policy refuses, an image not ours). */
+  refusal?: { reason: string; message: string };
   /** Waiting for something (the source Volume): said in status, looked at again later. */
   waiting?: Waiting;
 }
@@ -61,33 +75,68 @@ export function policyRefusal(v: Volume, policy: PoolPolicy): string | undefined
 const isReady = (v: Volume | undefined) =>
   v?.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True");
 
-/** Apply: make the image exist with at least the requested size. */
+const notOwned = (v: Volume, image: ImageStatus) =>
+  `rbd image ${v.spec.pool}/${volumeImage(v)} exists and was not made for this Volume (owner mark: ${image.owner ?? "none"}); ` +
+  `it is left untouched. Annotate the Volume ${adoptAnnotation}=true to adopt it.`;
+
+/**
+ * A client address is fenced when it, or its whole IP ("IP:0/0"), is blocklisted. Addresses read
+ * "IP:port/nonce", with an optional "v1:" or "any:" prefix.
+ */
+export function isFenced(address: string, blocklisted: readonly string[]): boolean {
+  const bare = (a: string) => a.replace(/^(v1|v2|any):/, "");
+  const ip = (a: string) => bare(a).replace(/:\d+\/\d+$/, "");
+  return blocklisted.some((b) => bare(b) === bare(address) || (/:0\/0$/.test(bare(b)) && ip(b) === ip(address)));
+}
+
+/** Apply: make the image exist, marked as this Volume's, with at least the requested size. */
 export function planVolume(volume: Volume, observed: VolumeObservation, policy: PoolPolicy): VolumePlan {
   const refusal = policyRefusal(volume, policy);
-  if (refusal) return { steps: [], refusal };
+  if (refusal) return { steps: [], refusal: { reason: "PoolNotAllowed", message: refusal } };
   const { pool, source } = volume.spec;
+  const uid = volume.metadata.uid ?? "";
   const image = volumeImage(volume);
   const size = toBytes(volume.spec.size);
-  const made = { type: "Normal", reason: "Created", message: `created RBD image ${pool}/${image}` } as const;
-  if (!observed.image) {
-    if (source?.image) return { steps: [{ op: "clone", from: source.image, pool, image, size, event: made }] };
-    if (source?.volume) {
+  const { image: existing } = observed;
+  if (!existing) {
+    const partial = partialImage(image);
+    const steps: VolumeStep[] = observed.partial ? [{ op: "remove", pool, image: partial }] : [];
+    if (source?.image) steps.push({ op: "clone", from: source.image, pool, image: partial, size });
+    else if (source?.volume) {
       const from = observed.source;
       if (!isReady(from))
         return {
           steps: [],
           waiting: { reason: "WaitingForSource", message: `source Volume ${source.volume.name} is not Ready yet` },
         };
-      return {
-        steps: [
-          { op: "copy", from: { pool: from!.spec.pool, name: volumeImage(from!) }, pool, image, size, event: made },
-        ],
-      };
-    }
-    return { steps: [{ op: "create", pool, image, size, event: made }] };
+      steps.push({ op: "copy", from: { pool: from!.spec.pool, name: volumeImage(from!) }, pool, image: partial, size });
+    } else steps.push({ op: "create", pool, image: partial, size });
+    steps.push(
+      { op: "mark", pool, image: partial, uid },
+      {
+        op: "rename",
+        pool,
+        from: partial,
+        to: image,
+        event: { type: "Normal", reason: "Created", message: `created RBD image ${pool}/${image}` },
+      },
+    );
+    return { steps };
+  }
+  const steps: VolumeStep[] = [];
+  if (existing.owner !== uid) {
+    if (!wantsAdoption(volume))
+      return { steps: [], refusal: { reason: "NotOwned", message: notOwned(volume, existing) } };
+    steps.push({
+      op: "mark",
+      pool,
+      image,
+      uid,
+      event: { type: "Normal", reason: "Adopted", message: `adopted RBD image ${pool}/${image} (${adoptAnnotation})` },
+    });
   }
   // A running VM holds the image: only libvirt's block resize makes the guest see the new size.
-  if (observed.image.size >= size || observed.image.watchers.length) return { steps: [] };
+  if (existing.size >= size || existing.watchers.length) return { steps };
   // Capacity already reported at the requested size: someone shrank the image behind the operator.
   const shrunk = volume.status?.capacity !== undefined && toBytes(volume.status.capacity) >= size;
   const event: PlannedEvent = shrunk
@@ -97,7 +146,7 @@ export function planVolume(volume: Volume, observed: VolumeObservation, policy: 
         message: `${pool}/${image} had shrunk; grew it back to ${formatBytes(size)}`,
       }
     : { type: "Normal", reason: "Resized", message: `grew ${pool}/${image} to ${formatBytes(size)}` };
-  return { steps: [{ op: "grow", pool, image, size, event }] };
+  return { steps: [...steps, { op: "grow", pool, image, size, event }] };
 }
 
 export interface CleanupPlan {
@@ -107,14 +156,29 @@ export interface CleanupPlan {
   event?: PlannedEvent;
 }
 
-/** Cleanup: Retain keeps the image; otherwise it goes once nothing uses it. Already gone: done. */
+/**
+ * Cleanup: what an interrupted build left goes; Retain keeps the image; an image not made for
+ * this Volume is left alone; otherwise it goes once no VM references it and no client (other than
+ * fenced ones) has it open. Already gone: done.
+ */
 export function planVolumeCleanup(volume: Volume, observed: VolumeObservation): CleanupPlan {
   const { pool } = volume.spec;
   const image = volumeImage(volume);
+  const leftovers: VolumeStep[] = observed.partial ? [{ op: "remove", pool, image: partialImage(image) }] : [];
+  const existing = observed.image;
   if (volume.spec.reclaimPolicy === "Retain")
     return {
-      steps: [],
+      steps: leftovers,
       event: { type: "Normal", reason: "Retained", message: `kept RBD image ${pool}/${image} (reclaimPolicy Retain)` },
+    };
+  if (existing && existing.owner !== (volume.metadata.uid ?? ""))
+    return {
+      steps: leftovers,
+      event: {
+        type: "Normal",
+        reason: "NotOwned",
+        message: `left RBD image ${pool}/${image}: not made for this Volume`,
+      },
     };
   if (observed.inUseBy.length) {
     const message = `still used by VirtualMachine ${observed.inUseBy.join(", ")}`;
@@ -124,17 +188,19 @@ export function planVolumeCleanup(volume: Volume, observed: VolumeObservation): 
       event: { type: "Warning", reason: "InUse", message: `not deleting: ${message}` },
     };
   }
-  if (observed.image?.watchers.length) {
-    const message = `${pool}/${image} is open by ${observed.image.watchers.length} client(s)`;
+  const open = (existing?.watchers ?? []).filter((w) => !isFenced(w.address, observed.blocklisted ?? []));
+  if (open.length) {
+    const message = `${pool}/${image} is open by ${open.length} client(s)`;
     return {
       steps: [],
       waiting: { reason: "ImageInUse", message },
       event: { type: "Warning", reason: "ImageInUse", message: `not deleting: ${message}` },
     };
   }
-  if (!observed.image) return { steps: [] };
+  if (!existing) return { steps: leftovers };
   return {
     steps: [
+      ...leftovers,
       {
         op: "remove",
         pool,
@@ -149,7 +215,7 @@ export function planVolumeCleanup(volume: Volume, observed: VolumeObservation): 
 export function volumeStatus(
   volume: Volume,
   observed: VolumeObservation,
-  plan: { refusal?: string; waiting?: Waiting },
+  plan: { refusal?: { reason: string; message: string }; waiting?: Waiting },
 ): { fields: Partial<VolumeStatus>; conditions: ConditionInput[] } {
   const { pool } = volume.spec;
   const { inUseBy } = observed;
@@ -160,8 +226,8 @@ export function volumeStatus(
     return {
       fields: { phase: "Failed", inUseBy },
       conditions: [
-        condition("Synced", "False", "PoolNotAllowed", plan.refusal),
-        condition("Ready", "False", "PoolNotAllowed", plan.refusal),
+        condition("Synced", "False", plan.refusal.reason, plan.refusal.message),
+        condition("Ready", "False", plan.refusal.reason, plan.refusal.message),
       ],
     };
   const image = observed.image;

@@ -1,5 +1,6 @@
 import { kinds } from "../api/kinds.js";
 import { namespaceOf, volumeImage } from "../api/names.js";
+import { QuantityError } from "../api/quantity.js";
 import type { VirtualMachine } from "../api/virtualmachine.js";
 import type { Volume, VolumeStatus } from "../api/volume.js";
 import type { BlockStore } from "../host/rbd/client.js";
@@ -11,6 +12,7 @@ import type { Manager } from "../runtime/manager.js";
 import { runSteps, type Failure, type ReconcileContext } from "../runtime/reconciler.js";
 import { vmsByVolume, volumesBySource } from "./indexes.js";
 import {
+  partialImage,
   planVolume,
   planVolumeCleanup,
   volumeStatus,
@@ -30,6 +32,8 @@ export interface VolumeDeps {
   resyncMs: number;
   /** Only this namespace's Volumes (tests sharing an apiserver); undefined: all. */
   namespace?: string;
+  /** Throws unless this agent surely still leads: called before every Ceph change. */
+  fence: () => void;
 }
 
 const retryInMs = 10_000;
@@ -51,8 +55,10 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
 
   const observe = async (volume: Volume): Promise<VolumeObservation> => {
     const from = volume.spec.source?.volume;
+    const { pool } = volume.spec;
     return {
-      image: await deps.store.status(volume.spec.pool, volumeImage(volume)),
+      image: await deps.store.status(pool, volumeImage(volume)),
+      partial: await deps.store.status(pool, partialImage(volumeImage(volume))),
       inUseBy: usersOf(objectKey(volume))
         .map((vm) => vm.metadata.name)
         .sort(),
@@ -81,8 +87,9 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
           await execute(plan.steps, ctx);
           const observed = plan.steps.length ? await observe(volume) : before;
           ctx.status.apply(volumeStatus(volume, observed, plan));
+          // Nothing to retry until the object changes (a new generation, an annotation).
           if (plan.refusal) {
-            await ctx.events.warning("PoolNotAllowed", plan.refusal);
+            await ctx.events.warning(plan.refusal.reason, plan.refusal.message);
             return {};
           }
           const done = ctx.status.value.phase === "Ready";
@@ -90,6 +97,8 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
         },
         async cleanup(volume, ctx) {
           const observed = await observe(volume);
+          // Clients of fenced nodes may still be listed as watchers: they no longer hold the image.
+          if (observed.image?.watchers.length) observed.blocklisted = await deps.store.blocklisted();
           const plan = planVolumeCleanup(volume, observed);
           if (plan.event) await ctx.events.emit(plan.event);
           await execute(plan.steps, ctx);
@@ -104,10 +113,16 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
     return runSteps(steps, run, ctx.signal, ctx.events.emit);
   }
 
-  /** One Ceph change per step; a clone or a copy is grown to the requested size. */
+  /**
+   * One Ceph change per step; a clone or a copy is grown to the requested size. Each is fenced: an
+   * agent that is no longer sure to lead (its lease may have passed to another) changes nothing.
+   */
   async function run(step: VolumeStep): Promise<void> {
     const { store } = deps;
+    deps.fence();
     if (step.op === "create") await store.create(step.pool, step.image, step.size);
+    else if (step.op === "mark") await store.setOwner(step.pool, step.image, step.uid);
+    else if (step.op === "rename") await store.rename(step.pool, step.from, step.to);
     else if (step.op === "grow") await store.grow(step.pool, step.image, step.size);
     else if (step.op === "remove") await store.remove(step.pool, step.image);
     else {
@@ -129,6 +144,7 @@ const readiness = (v: Volume) => conditionState(v.status?.conditions, "Ready");
 
 /** Ceph refusing is reported (retried unless the request itself is wrong); Ceph unreachable just retries. */
 function failure(err: unknown): Failure | undefined {
+  if (err instanceof QuantityError) return { reason: "InvalidSpec", message: err.message, terminal: true };
   if (!(err instanceof RbdError) || err.kind === "transient") return undefined;
   const reason =
     {

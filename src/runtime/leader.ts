@@ -10,8 +10,19 @@ export interface LeaderElectionOptions {
   /** This process's identity (pod or node name). */
   identity: string;
   leaseDurationSeconds?: number;
+  /**
+   * A leader that has not renewed for this long stops acting (client-go: 10 s of a 15 s lease), well
+   * before anyone else can take the lease (a whole lease duration after its last renewal).
+   * Default: two thirds of the lease.
+   */
+  renewDeadlineMs?: number;
   /** How often the holder renews and a candidate retries. */
   retryPeriodMs?: number;
+}
+
+/** Thrown by `fence()`: this agent is not surely the leader any more; it must change nothing. */
+export class NotLeader extends Error {
+  override name = "NotLeader";
 }
 
 /**
@@ -67,17 +78,35 @@ export class LeaderElector {
     return (this.opts.leaseDurationSeconds ?? 15) * 1000;
   }
 
+  private get renewDeadlineMs(): number {
+    return this.opts.renewDeadlineMs ?? (this.durationMs * 2) / 3;
+  }
+
+  /** Whether the lease is surely still this agent's: renewed within the renew deadline, by the clock now. */
+  holds(): boolean {
+    return this.leading && Date.now() - this.lastRenew < this.renewDeadlineMs;
+  }
+
+  /**
+   * Throws unless `holds()`: called before each change only the leader may make, so a leader that
+   * was frozen or cut off past its renew deadline changes nothing, even before it noticed.
+   */
+  fence(): void {
+    if (!this.holds())
+      throw new NotLeader(`${this.opts.identity} is not surely the leader of ${this.opts.name} any more`);
+  }
+
   private async run(): Promise<void> {
     const period = this.opts.retryPeriodMs ?? 2_000;
     while (!this.stopped) {
       try {
         const held = await this.tryAcquireOrRenew();
         if (held) this.lastRenew = Date.now();
-        this.setLeading(held || (this.leading && Date.now() - this.lastRenew < this.durationMs));
+        this.setLeading(held || this.holds());
       } catch (err) {
         this.log.warn({ err }, "lease update failed");
-        // A leader that cannot renew for a whole lease duration must assume someone else leads.
-        if (this.leading && Date.now() - this.lastRenew >= this.durationMs) this.setLeading(false);
+        // A leader that cannot renew within its renew deadline steps down before anyone can take over.
+        if (this.leading && !this.holds()) this.setLeading(false);
       }
       // A follower wakes right when the holder's lease would expire, not up to a period later: a
       // dead leader is replaced within the lease duration, with no more reads than polling.

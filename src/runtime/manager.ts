@@ -69,6 +69,12 @@ export interface ManagerOptions {
   workers: number;
   /** Where every controller's Events go. */
   events: EventRecorder;
+  /**
+   * Every cached object of every running controller is queued again this often (jittered by ±10 %),
+   * as controller-runtime's SyncPeriod does: an object whose reconcile gave up (a terminal error)
+   * or asked for no requeue is looked at again. Undefined: never.
+   */
+  syncPeriodMs?: number;
   /** Told about every finished reconcile, by controller (metrics). */
   onReconciled?: (controller: string) => (result: ReconcileResult, seconds: number) => void;
 }
@@ -85,6 +91,7 @@ export class Manager {
   private readonly controllers: Registration[] = [];
   private leading = false;
   private started = false;
+  private syncTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly kc: k8s.KubeConfig,
@@ -140,6 +147,20 @@ export class Manager {
     await this.synced;
     this.started = true;
     for (const c of this.controllers) if (!c.leaderElected || this.leading) this.run(c);
+    this.scheduleSync();
+  }
+
+  private scheduleSync(): void {
+    const period = this.options.syncPeriodMs;
+    if (!period) return;
+    this.syncTimer = setTimeout(
+      () => {
+        for (const c of this.controllers) if (c.running) c.sweep();
+        this.scheduleSync();
+      },
+      period * (0.9 + Math.random() * 0.2),
+    );
+    this.syncTimer.unref();
   }
 
   /** Leadership gained: the leader-elected controllers start, with every key of their kind queued. */
@@ -156,6 +177,7 @@ export class Manager {
 
   /** Stops every controller (reconciles in flight finish), then the informers. */
   async stop(): Promise<void> {
+    clearTimeout(this.syncTimer);
     for (const c of this.controllers) for (const u of c.unsubscribe.splice(0)) u();
     await Promise.all(this.controllers.map((c) => this.halt(c)));
     await Promise.all([...this.shared.values()].map((s) => s.informer.stop()));
@@ -163,12 +185,14 @@ export class Manager {
 
   /** Starts a controller with every key it owns queued (the startup sweep of the cache). */
   private run(entry: Registration): void {
+    entry.running = true;
     entry.controller.start();
     if (!entry.unsubscribe.length) entry.unsubscribe.push(...entry.connectHost());
     entry.sweep();
   }
 
   private async halt(entry: Registration): Promise<void> {
+    entry.running = false;
     await entry.controller.stop();
   }
 
@@ -188,6 +212,7 @@ export class Manager {
 interface Registration {
   controller: Controller;
   leaderElected: boolean;
+  running?: boolean;
   /** Queues every key the controller owns. */
   sweep: () => void;
   /** Subscribes to the host event sources (at the first start); returns their unsubscribes. */
@@ -274,6 +299,7 @@ export class ControllerBuilder<T extends KubeObject> {
     const shell = reconcile<T & KindObject<S>, S>(
       {
         get: (key) => this.primary.get(key) as (T & KindObject<S>) | undefined,
+        owns: this.owns,
         client: manager.client<T & KindObject<S>>(this.kind),
         events: manager.events,
         log: manager.log.child({ controller: this.name }),

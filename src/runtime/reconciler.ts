@@ -128,14 +128,19 @@ export interface Reconciler<T extends KindObject<S>, S extends CommonStatus> {
   cleanup?(obj: T, ctx: ReconcileContext<S>): Promise<Action>;
   /** Cleanup is due but this controller's finalizer is already off. */
   released?(obj: T, ctx: ReconcileContext<S>): Promise<Action>;
-  /** The object is gone from the cache; the host may still hold something it made. */
-  orphan?(key: string, signal: AbortSignal): Promise<Action>;
+  /**
+   * The object is gone from the cache, or is not this controller's (a VM of another node): the host
+   * may still hold something made for it, or for an earlier object of that name.
+   */
+  orphan?(key: string, signal: AbortSignal, obj?: T): Promise<Action>;
   /** The error policy: how an error is reported; undefined leaves it to the runtime's backoff, unreported. */
   failure?(err: unknown): Failure | undefined;
 }
 
 export interface ShellDeps<T> {
   get(key: string): T | undefined;
+  /** Whether an object is this controller's (a VM of this node); others go to `orphan`. */
+  owns?(obj: T): boolean;
   client: ResourceClient<T>;
   events: EventRecorder;
   log: Logger;
@@ -154,7 +159,7 @@ export function reconcile<T extends KindObject<S>, S extends CommonStatus>(
 ): Reconcile {
   return async (key, signal) => {
     const cached = deps.get(key);
-    if (!cached) return r.orphan ? r.orphan(key, signal) : {};
+    if (!cached || (deps.owns && !deps.owns(cached))) return r.orphan ? r.orphan(key, signal, cached) : {};
     let current: T = cached;
     const status = new StatusWriter<S>(
       () => current,

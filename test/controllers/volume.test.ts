@@ -35,6 +35,8 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
     resyncMs: 60_000,
     // Only this test's namespace: other files' Volumes share the lab's apiserver.
     namespace: ns,
+    // The only controller here: it always leads.
+    fence: () => undefined,
   });
   const get = async (name: string) =>
     JSON.parse(await kubectl(["get", "volume", name, "-n", ns, "-o", "json"])) as Volume;

@@ -11,7 +11,7 @@ import { diffDomains } from "../../src/domain/diff.js";
 import type { NodeFacts } from "../../src/domain/model.js";
 import { parseDomainXml, renderDomainXml } from "../../src/domain/xml.js";
 import { LibvirtClient } from "../../src/host/libvirt/client.js";
-import { cephLibvirtKeyringPath, labNetns, nodes, rbd } from "../env/lab.js";
+import { cephLibvirtKeyringPath, cephMonitor, labNetns, nodes, rbd } from "../env/lab.js";
 import { run } from "../env/proc.js";
 
 /**
@@ -26,7 +26,7 @@ const secretUuid = randomUUID();
 const facts: NodeFacts = {
   domainType: "qemu",
   defaultCpu: { mode: "maximum", features: [] },
-  ceph: { monitors: [{ host: "127.0.0.1", port: 6789 }], user: "libvirt", secretUuid },
+  ceph: { monitors: [cephMonitor], user: "libvirt", secretUuid },
 };
 const images = { os: `rt-${id}-os`, data: `rt-${id}-data`, logs: `rt-${id}-logs` };
 const bridges = { br0: `kbr-rt${id.slice(0, 3)}a`, br100: `kbr-rt${id.slice(0, 3)}b` };

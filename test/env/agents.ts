@@ -13,6 +13,8 @@ export interface AgentOptions {
   logLevel?: string;
   /** Extra flags (for example a forced --accelerator). */
   args?: string[];
+  /** Extra environment variables. */
+  env?: Record<string, string>;
 }
 
 /** The agent's command line (after `node`) for one lab node. */
@@ -50,7 +52,7 @@ export function labAgent(node: LabNode, opts: AgentOptions) {
     comm: "node",
     cmd: process.execPath,
     args: labAgentArgs(node, opts),
-    env: { ...process.env, NODE_OPTIONS: "" },
+    env: { ...process.env, NODE_OPTIONS: "", ...opts.env },
   };
   const url = (path: string) => `http://127.0.0.1:${opts.metricsPort}${path}`;
   const get = async (path: string) => {

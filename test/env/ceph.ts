@@ -1,18 +1,23 @@
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { cephConfPath, cephDir } from "./paths.js";
+import { cephConfPath, cephDir, labVethAddress } from "./paths.js";
 import { LabError, logTail, run, runningPid, startDaemon, stopDaemon, waitFor, type Daemon } from "./proc.js";
 
 /**
- * A one-node Ceph cluster on the lab's 127.0.0.1: one mon, one memstore OSD (no disk), one mgr
+ * A one-node Ceph cluster whose public network is the link between the node namespaces (as on a
+ * real Kaktus cluster): the lab's side of the veth, reached from node B's namespace through it, so
+ * both nodes' agents and QEMUs are Ceph clients, each with its own address. One mon, one memstore
+ * OSD (no disk), one mgr
  * (PG statistics and health need it), cephx, pool size 1, an `rbd` pool, and a `client.libvirt`
  * user with RBD caps like the one Kaktus nodes give to QEMU. Recipe: ../shared/HOST-FACTS.md.
  */
 export const cephPools = ["rbd", "templates"] as const;
 export const cephLibvirtKeyringPath = join(cephDir, "client.libvirt.keyring");
 const keyringPath = join(cephDir, "keyring");
-const monAddrs = "[v2:127.0.0.1:3300,v1:127.0.0.1:6789]";
+/** The monitor as libvirt and QEMU name it (v1). */
+export const cephMonitor = { host: labVethAddress, port: 6789 } as const;
+const monAddrs = `[v2:${labVethAddress}:3300,v1:${labVethAddress}:6789]`;
 const cephEnv = { ...process.env, CEPH_CONF: cephConfPath };
 
 const daemons: Daemon[] = [
@@ -26,6 +31,12 @@ const [mon, osd, mgr] = daemons as [Daemon, Daemon, Daemon];
 export async function ceph<T = unknown>(...args: string[]): Promise<T> {
   const { stdout } = await run("ceph", ["--connect-timeout", "10", ...args, "--format", "json"], { env: cephEnv });
   return (stdout.trim() ? JSON.parse(stdout) : {}) as T;
+}
+
+/** Runs the `ceph` CLI as client.admin, plain text out (for commands whose JSON is followed by prose). */
+export async function cephText(...args: string[]): Promise<string> {
+  const { stdout, stderr } = await run("ceph", ["--connect-timeout", "10", ...args], { env: cephEnv });
+  return `${stdout}\n${stderr}`;
 }
 
 /** Runs the `rbd` CLI as client.admin against the lab cluster. */
@@ -44,8 +55,8 @@ function writeConf(fsid: string): void {
 fsid = ${fsid}
 mon_host = ${monAddrs}
 mon_initial_members = a
-public_addr = 127.0.0.1
-cluster_addr = 127.0.0.1
+public_addr = ${labVethAddress}
+cluster_addr = ${labVethAddress}
 auth_cluster_required = cephx
 auth_service_required = cephx
 auth_client_required = cephx
@@ -122,7 +133,7 @@ async function bootstrap(): Promise<void> {
     "profile rbd pool=rbd, profile rbd-read-only pool=templates",
   );
   writeFileSync(cephLibvirtKeyringPath, `[client.libvirt]\n\tkey = ${libvirt?.key}\n`, { mode: 0o600 });
-  writeFileSync(join(cephDir, "bootstrapped"), fsid);
+  writeFileSync(join(cephDir, "bootstrapped"), `${fsid} ${monAddrs}`);
 }
 
 const waitMon = () =>
@@ -167,7 +178,10 @@ export const cephCluster = {
 
   async start(): Promise<void> {
     try {
-      if (!existsSync(join(cephDir, "bootstrapped"))) {
+      // A cluster made for other addresses (an older lab) is made again: its monmap names them.
+      const made = join(cephDir, "bootstrapped");
+      if (!existsSync(made) || !readFileSync(made, "utf8").includes(monAddrs)) {
+        for (const d of [osd, mgr, mon]) await stopDaemon(d, 20_000);
         await bootstrap();
       } else {
         for (const d of daemons) if (runningPid(d) === undefined) startDaemon(d);

@@ -1,4 +1,4 @@
-import { kubeconfigPath, nodes } from "./paths.js";
+import { kubeconfigPath, labVethAddress, nodeBVethAddress, nodes } from "./paths.js";
 import { kubectlPath } from "./kube.js";
 import { rbd, rbdImages } from "./ceph.js";
 import { linkExists } from "./netns.js";
@@ -37,10 +37,17 @@ const manifests = () =>
     ],
   });
 
+/** Each node's address as a kubelet would report it: where its Ceph clients come from (fencing uses it). */
+export const nodeAddresses: Record<string, string> = { "kaktus-a": labVethAddress, "kaktus-b": nodeBVethAddress };
+
 export async function ensureFixtures(): Promise<void> {
-  await run(kubectlPath(), ["--kubeconfig", kubeconfigPath, "apply", "--server-side", "-f", "-"], {
-    input: manifests(),
-  });
+  const kubectl = (args: string[], input?: string) =>
+    run(kubectlPath(), ["--kubeconfig", kubeconfigPath, ...args], input === undefined ? {} : { input });
+  await kubectl(["apply", "--server-side", "-f", "-"], manifests());
+  for (const node of nodes) {
+    const status = { status: { addresses: [{ type: "InternalIP", address: nodeAddresses[node.name] }] } };
+    await kubectl(["patch", "node", node.name, "--subresource=status", "--type=merge", "-p", JSON.stringify(status)]);
+  }
   for (const node of nodes) {
     for (const port of standInPorts) {
       if (await linkExists(node.netns, port.name)) continue;

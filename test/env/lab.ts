@@ -11,7 +11,7 @@ import { probeGuestBuilt } from "./probe-guest.js";
 import { LabError } from "./proc.js";
 
 export * from "./paths.js";
-export { ceph, rbd, rbdImages, cephLibvirtKeyringPath, cephPools } from "./ceph.js";
+export { ceph, cephText, cephMonitor, rbd, rbdImages, cephLibvirtKeyringPath, cephPools } from "./ceph.js";
 export { linkNames } from "./netns.js";
 // The typed components too: reliability tests stop and start pieces (the apiserver alone, libvirtd without its guests).
 export { controlPlane, kubectlPath, nodeBKubeconfigPath } from "./kube.js";

@@ -29,18 +29,20 @@ describe("Linux bridges through iproute2 JSON, in a test network namespace", () 
     await run("ip", ["netns", "delete", netns]);
   });
 
-  it("creates a bridge with STP and reads it back", async () => {
-    await host.createBridge("br0", { stp: true });
+  it("creates a bridge with STP, marked, and reads it back", async () => {
+    await host.createBridge("br0", { stp: true }, "kaktus:test-uid");
     expect(await host.bridge("br0")).toEqual({
       name: "br0",
+      alias: "kaktus:test-uid",
       mtu: 1500,
       up: true,
       stp: true,
       vlanFiltering: false,
       ports: [],
     });
-    await expectBridgeError(host.createBridge("br0", {}), "exists");
-    expect(await host.bridge("br0")).not.toBeNull(); // a refused create never removes what was there
+    await expectBridgeError(host.createBridge("br0", {}, "kaktus:other"), "exists");
+    expect(await host.bridge("br0")).toMatchObject({ alias: "kaktus:test-uid" }); // a refused create never touches what was there
+    expect((await host.links()).filter((l) => l.name.startsWith("kaktus-tmp-"))).toEqual([]);
   });
 
   it("enslaves ports, and takes a jumbo MTU once its ports have it", async () => {
@@ -54,6 +56,14 @@ describe("Linux bridges through iproute2 JSON, in a test network namespace", () 
     expect(br?.mtu).toBe(9000);
     const eth1 = (await host.links()).find((l) => l.name === "eth1");
     expect(eth1).toMatchObject({ kind: "veth", master: "br0", up: true, mtu: 9000 });
+  });
+
+  it("marks a link it did not make (adoption)", async () => {
+    await ip("link", "add", "br-hand", "type", "bridge");
+    expect((await host.bridge("br-hand"))?.alias).toBeUndefined();
+    await host.setAlias("br-hand", "kaktus:adopted");
+    expect((await host.bridge("br-hand"))?.alias).toBe("kaktus:adopted");
+    await host.deleteLink("br-hand");
   });
 
   it("changes settings in place, without re-creating the bridge", async () => {
@@ -77,11 +87,15 @@ describe("Linux bridges through iproute2 JSON, in a test network namespace", () 
 
   it("turns the kernel's refusals into typed errors and leaves nothing half-made", async () => {
     // This kernel cannot filter VLANs on a bridge nor create 802.1Q links (HOST-FACTS).
-    const filtering = await expectBridgeError(host.createBridge("br100", { vlanFiltering: true }), "unsupported");
+    const filtering = await expectBridgeError(
+      host.createBridge("br100", { vlanFiltering: true }, "kaktus:x"),
+      "unsupported",
+    );
     expect(filtering.message).toMatch(/create bridge br100/);
     expect(await host.bridge("br100")).toBeNull();
-    await expectBridgeError(host.createVlan("eth1", 100), "unsupported");
-    await expectBridgeError(host.createVlan("eth1", 4095), "invalid");
+    await expectBridgeError(host.createVlan("eth1", 100, "kaktus:x"), "unsupported");
+    await expectBridgeError(host.createVlan("eth1", 4095, "kaktus:x"), "invalid");
+    expect((await host.links()).filter((l) => l.name.startsWith("kaktus-tmp-"))).toEqual([]);
     await expectBridgeError(host.addPort("br-missing", "eth1"), "not-found");
   });
 

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { cephLibvirtKeyringPath, labNetns, nodes, rbd, virsh } from "../env/lab.js";
+import { cephLibvirtKeyringPath, cephMonitor, labNetns, nodes, rbd, virsh } from "../env/lab.js";
 import { run, waitFor } from "../env/proc.js";
 
 const nodeA = nodes[0]!;
@@ -32,7 +32,7 @@ const domainXml = () => `<domain type='qemu'>
     <disk type='network' device='disk'>
       <driver name='qemu' type='raw' cache='none'/>
       <auth username='libvirt'><secret type='ceph' uuid='${secretUuid}'/></auth>
-      <source protocol='rbd' name='rbd/${image}'><host name='127.0.0.1' port='6789'/></source>
+      <source protocol='rbd' name='rbd/${image}'><host name='${cephMonitor.host}' port='${cephMonitor.port}'/></source>
       <target dev='vda' bus='virtio'/>
     </disk>
     <interface type='bridge'><source bridge='${bridge}'/><model type='virtio'/></interface>

@@ -1,9 +1,12 @@
+import { randomBytes } from "node:crypto";
 import { BridgeError, IpRoute } from "./iproute.js";
 
 export { BridgeError, type BridgeErrorKind } from "./iproute.js";
 
 export interface LinkInfo {
   name: string;
+  /** The link's alias (ifalias): the operator's mark on links it made. */
+  alias?: string;
   /** linkinfo.info_kind: bridge, veth, vlan, tun, … (absent for plain devices) */
   kind?: string;
   /** The bridge this link is a port of. */
@@ -14,6 +17,8 @@ export interface LinkInfo {
 
 export interface BridgeInfo {
   name: string;
+  /** The bridge's alias (ifalias): the operator's mark on bridges it made. */
+  alias?: string;
   mtu: number;
   up: boolean;
   stp: boolean;
@@ -34,15 +39,20 @@ export interface BridgeHost {
   bridges(): Promise<BridgeInfo[]>;
   /** null when there is no bridge of that name. */
   bridge(name: string): Promise<BridgeInfo | null>;
-  /** Creates the bridge up, with its settings; MTU is applied after ports (the kernel resets it). */
-  createBridge(name: string, settings: BridgeSettings): Promise<void>;
+  /**
+   * Creates the bridge up, with its settings and `alias` (the operator's mark); MTU is applied after
+   * ports (the kernel resets it). The bridge appears under its name only once marked.
+   */
+  createBridge(name: string, settings: BridgeSettings, alias: string): Promise<void>;
+  /** Marks a link (adoption). */
+  setAlias(name: string, alias: string): Promise<void>;
   /** Changes settings of an existing bridge in place (no delete and re-create). */
   updateBridge(name: string, settings: BridgeSettings): Promise<void>;
   /** Enslaves an existing link to a bridge and sets it up. */
   addPort(bridge: string, port: string): Promise<void>;
   removePort(port: string): Promise<void>;
-  /** Creates PARENT.ID (802.1Q); the kernel may refuse (no 8021q): that is an "unsupported" error. */
-  createVlan(parent: string, id: number): Promise<string>;
+  /** Creates PARENT.ID (802.1Q), marked with `alias`; the kernel may refuse (no 8021q): an "unsupported" error. */
+  createVlan(parent: string, id: number, alias: string): Promise<string>;
   deleteLink(name: string): Promise<void>;
   /** Called (debounced) whenever links change; returns the unsubscribe function. */
   onChange(listener: () => void): () => void;
@@ -57,10 +67,12 @@ export const bridgeMutations = [
   "removePort",
   "createVlan",
   "deleteLink",
+  "setAlias",
 ] as const satisfies readonly (keyof BridgeHost)[];
 
 interface IpLink {
   ifname: string;
+  ifalias?: string;
   mtu: number;
   flags?: string[];
   master?: string;
@@ -69,6 +81,10 @@ interface IpLink {
 }
 
 const onOff = (b: boolean) => (b ? "1" : "0");
+
+/** Prefix of links being made (at most 15 bytes with its suffix): never a name a user gives. */
+export const temporaryLinkPrefix = "kaktus-tmp-";
+const temporaryLink = () => `${temporaryLinkPrefix}${randomBytes(2).toString("hex")}`;
 
 export class LinuxBridges implements BridgeHost {
   private readonly ip: IpRoute;
@@ -87,6 +103,7 @@ export class LinuxBridges implements BridgeHost {
   async links(): Promise<LinkInfo[]> {
     return (await this.rawLinks()).map((l) => ({
       name: l.ifname,
+      ...(l.ifalias ? { alias: l.ifalias } : {}),
       ...(l.linkinfo?.info_kind ? { kind: l.linkinfo.info_kind } : {}),
       ...(l.master ? { master: l.master } : {}),
       mtu: l.mtu,
@@ -100,6 +117,7 @@ export class LinuxBridges implements BridgeHost {
       .filter((l) => l.linkinfo?.info_kind === "bridge")
       .map((b) => ({
         name: b.ifname,
+        ...(b.ifalias ? { alias: b.ifalias } : {}),
         mtu: b.mtu,
         up: b.flags?.includes("UP") ?? false,
         stp: (b.linkinfo?.info_data?.stp_state ?? 0) !== 0,
@@ -112,10 +130,10 @@ export class LinuxBridges implements BridgeHost {
     return (await this.bridges()).find((b) => b.name === name) ?? null;
   }
 
-  async createBridge(name: string, settings: BridgeSettings): Promise<void> {
+  async createBridge(name: string, settings: BridgeSettings, alias: string): Promise<void> {
     const op = `create bridge ${name}`;
     // One netlink request: if the kernel refuses a setting, it creates nothing.
-    await this.ip.run(["link", "add", "name", name, "type", "bridge", ...bridgeArgs(settings)], op);
+    await this.addMarked(name, ["type", "bridge", ...bridgeArgs(settings)], alias, op);
     try {
       if (settings.mtu !== undefined) await this.ip.run(["link", "set", "dev", name, "mtu", String(settings.mtu)], op);
       await this.ip.run(["link", "set", "dev", name, "up"], op);
@@ -124,6 +142,27 @@ export class LinuxBridges implements BridgeHost {
       await this.ip.run(["link", "del", "dev", name], op).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * Adds a link under a temporary name, marks it, then gives it its name: a link with the real
+   * name is always marked (a crash in between leaves a marked `kaktus-tmp-*` link, never an
+   * unmarked one that would read as someone else's). The kernel ignores an alias given to `add`.
+   */
+  private async addMarked(name: string, args: string[], alias: string, op: string, parent?: string): Promise<void> {
+    const tmp = temporaryLink();
+    await this.ip.run(["link", "add", ...(parent ? ["link", parent] : []), "name", tmp, ...args], op);
+    try {
+      await this.ip.run(["link", "set", "dev", tmp, "alias", alias], op);
+      await this.ip.run(["link", "set", "dev", tmp, "name", name], op);
+    } catch (err) {
+      await this.ip.run(["link", "del", "dev", tmp], op).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async setAlias(name: string, alias: string): Promise<void> {
+    await this.ip.run(["link", "set", "dev", name, "alias", alias], `mark ${name}`);
   }
 
   async updateBridge(name: string, settings: BridgeSettings): Promise<void> {
@@ -144,14 +183,11 @@ export class LinuxBridges implements BridgeHost {
     await this.ip.run(["link", "set", "dev", port, "nomaster"], `remove port ${port}`);
   }
 
-  async createVlan(parent: string, id: number): Promise<string> {
+  async createVlan(parent: string, id: number, alias: string): Promise<string> {
     if (!Number.isInteger(id) || id < 1 || id > 4094)
       throw new BridgeError("invalid", `VLAN id ${id} is not in 1..4094`, "create VLAN");
     const name = `${parent}.${id}`;
-    await this.ip.run(
-      ["link", "add", "link", parent, "name", name, "type", "vlan", "id", String(id)],
-      `create VLAN ${name}`,
-    );
+    await this.addMarked(name, ["type", "vlan", "id", String(id)], alias, `create VLAN ${name}`, parent);
     return name;
   }
 

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
@@ -55,9 +55,11 @@ export class LocalCloudInitMedia implements CloudInitMedia {
     return present ? await readFile(hash, "utf8").catch(() => undefined) : undefined;
   }
 
+  /** Seed images may hold secrets (passwords, keys in user-data): root only, in a folder only root lists. */
   async write(name: string, data: NoCloudData): Promise<void> {
     const { iso, hash } = this.paths(name);
-    await mkdir(this.dir, { recursive: true });
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await chmod(this.dir, 0o700);
     await this.removeWorkDirs(name);
     const work = await mkdtemp(join(this.dir, `.${name}-`));
     try {
@@ -67,8 +69,9 @@ export class LocalCloudInitMedia implements CloudInitMedia {
       const out = join(work, "seed.iso");
       args.push(out, await file("user-data", data.userData), await file("meta-data", data.metaData));
       await execFileAsync("cloud-localds", args, { timeout: 30_000 });
+      await chmod(out, 0o600);
       await rename(out, iso);
-      await writeFile(hash, seedDigest(data));
+      await writeFile(hash, seedDigest(data), { mode: 0o600 });
     } finally {
       await rm(work, { recursive: true, force: true });
     }

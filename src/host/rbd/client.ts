@@ -20,6 +20,13 @@ export interface BlockStore {
   copy(from: { pool: string; name: string }, pool: string, name: string): Promise<void>;
   /** Removes an image with its snapshots; refuses (busy) while it has watchers. */
   remove(pool: string, name: string): Promise<void>;
+  /** Marks an image as made for the object with this UID (the owner mark status reports). */
+  setOwner(pool: string, name: string, uid: string): Promise<void>;
+  rename(pool: string, from: string, to: string): Promise<void>;
+  /** Blocklists a client address ("IP:port/nonce"; "IP:0/0" for every client of an IP): its I/O is refused. */
+  blocklist(address: string): Promise<void>;
+  /** The client addresses blocklisted now. */
+  blocklisted(): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -35,6 +42,9 @@ export const rbdMutations = [
   "flatten",
   "copy",
   "remove",
+  "setOwner",
+  "rename",
+  "blocklist",
 ] as const satisfies readonly (keyof BlockStore)[];
 
 const toError = reviveError(RbdError);
@@ -67,5 +77,15 @@ export class RbdClient implements BlockStore {
   copy = (from: { pool: string; name: string }, pool: string, name: string) =>
     this.pool.call("copy", from.pool, from.name, pool, name);
   remove = (pool: string, name: string) => this.pool.call("remove", pool, name);
+  setOwner = (pool: string, name: string, uid: string) => this.pool.call("setOwner", pool, name, uid);
+  rename = (pool: string, from: string, to: string) => this.pool.call("rename", pool, from, to);
+  blocklist = async (address: string) =>
+    void (await this.pool.call("monCommand", { prefix: "osd blocklist", blocklistop: "add", addr: address }));
+  blocklisted = async () =>
+    (
+      JSON.parse((await this.pool.call("monCommand", { prefix: "osd blocklist ls", format: "json" })) || "[]") as {
+        addr: string;
+      }[]
+    ).map((e) => e.addr);
   close = () => this.pool.close();
 }

@@ -41,6 +41,10 @@ export const lib = {
   connect: rados.func("int rados_connect(rados_t_ *cluster)"),
   shutdown: rados.func("void rados_shutdown(rados_t_ *cluster)"),
   instanceId: rados.func("uint64_t rados_get_instance_id(rados_t_ *cluster)"),
+  monCommand: rados.func(
+    "int rados_mon_command(rados_t_ *cluster, const char **cmd, size_t cmdlen, const char *inbuf, size_t inbuflen, _Out_ void **outbuf, _Out_ size_t *outbuflen, _Out_ void **outs, _Out_ size_t *outslen)",
+  ),
+  bufferFree: rados.func("void rados_buffer_free(void *buf)"),
   ioctxCreate: rados.func("int rados_ioctx_create(rados_t_ *cluster, const char *pool, _Out_ rados_ioctx_t_ **ioctx)"),
   ioctxDestroy: rados.func("void rados_ioctx_destroy(rados_ioctx_t_ *ioctx)"),
 
@@ -75,6 +79,11 @@ export const lib = {
   ),
   watchersListCleanup: rbd.func("void rbd_watchers_list_cleanup(rbd_image_watcher_t *watchers, size_t n)"),
   remove: rbd.func("int rbd_remove(rados_ioctx_t_ *io, const char *name)"),
+  rename: rbd.func("int rbd_rename(rados_ioctx_t_ *io, const char *srcname, const char *destname)"),
+  metadataGet: rbd.func(
+    "int rbd_metadata_get(rbd_image_t_ *image, const char *key, _Out_ uint8_t *value, _Inout_ size_t *vallen)",
+  ),
+  metadataSet: rbd.func("int rbd_metadata_set(rbd_image_t_ *image, const char *key, const char *value)"),
 };
 
 export { koffi };

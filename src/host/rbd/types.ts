@@ -26,4 +26,6 @@ export interface ImageStatus {
   snapshots: SnapshotInfo[];
   /** Clients with the image open (QEMU, rbd-nbd…): an image with watchers is in use. */
   watchers: WatcherInfo[];
+  /** The owner mark: UID of the object the operator made the image for; undefined when unmarked. */
+  owner: string | undefined;
 }

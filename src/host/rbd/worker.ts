@@ -159,7 +159,31 @@ function watchers(image: Ptr, op: string): WatcherInfo[] {
   );
 }
 
-const LAYERING = 1n;
+/** Layering (clones), exclusive-lock (one writer at a time), object-map and fast-diff (which need it). */
+const FEATURES = 1n | 4n | 8n | 16n;
+
+/** Image metadata key of the owner mark: the UID of the object an image was made for. */
+export const ownerKey = "kaktus.kowabunga.cloud/owner";
+
+/** A metadata value, undefined when the key is not set. */
+function metadata(image: Ptr, key: string, op: string): string | undefined {
+  let size = 128;
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const buf = Buffer.alloc(size);
+    const len = [size];
+    const rc = lib.metadataGet(image, key, buf, len);
+    if (rc === -2) return undefined;
+    if (rc === -34) {
+      size = Math.max(len[0]!, size * 2);
+      continue;
+    }
+    check(rc, op);
+    // The value is NUL-terminated; the length written back is not always its own.
+    const end = buf.indexOf(0);
+    return buf.toString("utf8", 0, end >= 0 ? end : Math.min(len[0]!, size));
+  }
+  throw new RbdError("failed", 34, "metadata value kept growing", op);
+}
 
 export const ops = {
   list: (pool: string): string[] =>
@@ -185,12 +209,38 @@ export const ops = {
         parent: parent(image, op),
         snapshots: snapshots(image, op),
         watchers: watchers(image, op),
+        owner: metadata(image, ownerKey, op),
       };
     }),
 
-  /** A format 2 image with layering (clones need it). */
+  /** Marks an image as made for the object with this UID (image metadata). */
+  setOwner: (pool: string, name: string, uid: string) =>
+    void withImage(pool, name, "mark", (image) => check(lib.metadataSet(image, ownerKey, uid), `mark ${pool}/${name}`)),
+
+  rename: (pool: string, from: string, to: string) =>
+    void check(lib.rename(ioctx(pool), from, to), `rename ${pool}/${from} to ${to}`),
+
+  /** Runs a monitor command (JSON) and returns its JSON output. */
+  monCommand: (command: Record<string, unknown>): string => {
+    const outbuf: Ptr[] = [null];
+    const outlen = [0];
+    const outs: Ptr[] = [null];
+    const outslen = [0];
+    const rc = lib.monCommand(connection(), [JSON.stringify(command)], 1, null, 0, outbuf, outlen, outs, outslen);
+    try {
+      const text = (p: Ptr, n: number) =>
+        p && n ? Buffer.from(koffi.decode(p, "uint8_t", n) as number[]).toString() : "";
+      if (rc < 0) throw rbdError(-rc, `${String(command.prefix)}: ${text(outs[0], outslen[0]!)}`);
+      return text(outbuf[0], outlen[0]!);
+    } finally {
+      if (outbuf[0]) lib.bufferFree(outbuf[0]);
+      if (outs[0]) lib.bufferFree(outs[0]);
+    }
+  },
+
+  /** A format 2 image with layering (clones need it) and exclusive-lock (with object-map, fast-diff). */
   create: (pool: string, name: string, size: bigint) =>
-    void check(lib.create2Image(ioctx(pool), name, size, LAYERING, [0]), `create ${pool}/${name}`),
+    void check(lib.create2Image(ioctx(pool), name, size, FEATURES, [0]), `create ${pool}/${name}`),
 
   /** Grows an image; a smaller size is refused (a shrink loses data). */
   grow: (pool: string, name: string, size: bigint) =>
@@ -222,7 +272,7 @@ export const ops = {
   /** A copy-on-write clone of a protected snapshot. */
   clone: (parentPool: string, parent: string, snap: string, pool: string, name: string) =>
     void check(
-      lib.clone(ioctx(parentPool), parent, snap, ioctx(pool), name, LAYERING, [0]),
+      lib.clone(ioctx(parentPool), parent, snap, ioctx(pool), name, FEATURES, [0]),
       `clone ${parentPool}/${parent}@${snap} to ${pool}/${name}`,
     ),
   /** Copies the parent's data into a clone so it no longer depends on the snapshot. */
