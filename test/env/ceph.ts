@@ -18,6 +18,16 @@ const keyringPath = join(cephDir, "keyring");
 /** The monitor as libvirt and QEMU name it (v1). */
 export const cephMonitor = { host: labVethAddress, port: 6789 } as const;
 const monAddrs = `[v2:${labVethAddress}:3300,v1:${labVethAddress}:6789]`;
+// The OSD's RAM budget: copies of large Volumes (the safety tests) must not fill it.
+const memstoreBytes = 4 * 2 ** 30;
+// A killed client's watches (and so its exclusive locks) expire after this, not Ceph's 30 s: the
+// safety tests kill agents in the middle of copies, and the next leader waits that long for them.
+const watchTimeoutSeconds = 10;
+/** What a made cluster must match to be kept: its addresses (in the monmap) and its OSD's settings. */
+const recipe = `${monAddrs} memstore=${memstoreBytes} watch=${watchTimeoutSeconds}`;
+const bootstrapMark = join(cephDir, "bootstrapped");
+const madeByThisRecipe = () => existsSync(bootstrapMark) && readFileSync(bootstrapMark, "utf8").endsWith(recipe);
+
 const cephEnv = { ...process.env, CEPH_CONF: cephConfPath };
 
 const daemons: Daemon[] = [
@@ -66,7 +76,8 @@ osd_objectstore = memstore
 # memstore writes its data to osd_data only on a clean umount, which fast shutdown skips:
 # without this, an OSD restart comes back with no PGs.
 osd_fast_shutdown = false
-memstore_device_bytes = 1073741824
+memstore_device_bytes = ${memstoreBytes}
+osd_client_watch_timeout = ${watchTimeoutSeconds}
 osd_pool_default_size = 1
 osd_pool_default_min_size = 1
 mon_allow_pool_size_one = true
@@ -133,7 +144,7 @@ async function bootstrap(): Promise<void> {
     "profile rbd pool=rbd, profile rbd-read-only pool=templates",
   );
   writeFileSync(cephLibvirtKeyringPath, `[client.libvirt]\n\tkey = ${libvirt?.key}\n`, { mode: 0o600 });
-  writeFileSync(join(cephDir, "bootstrapped"), `${fsid} ${monAddrs}`);
+  writeFileSync(bootstrapMark, `${fsid} ${recipe}`);
 }
 
 const waitMon = () =>
@@ -172,15 +183,14 @@ async function clusterReady(): Promise<string | undefined> {
 
 export const cephCluster = {
   async healthy(): Promise<boolean> {
-    if (!daemons.every((d) => runningPid(d) !== undefined)) return false;
+    if (!daemons.every((d) => runningPid(d) !== undefined) || !madeByThisRecipe()) return false;
     return (await clusterReady().catch(() => undefined)) !== undefined;
   },
 
   async start(): Promise<void> {
     try {
-      // A cluster made for other addresses (an older lab) is made again: its monmap names them.
-      const made = join(cephDir, "bootstrapped");
-      if (!existsSync(made) || !readFileSync(made, "utf8").includes(monAddrs)) {
+      // A cluster made by another recipe (an older lab) is made again: its monmap names its addresses.
+      if (!madeByThisRecipe()) {
         for (const d of [osd, mgr, mon]) await stopDaemon(d, 20_000);
         await bootstrap();
       } else {

@@ -5,7 +5,7 @@ import { expectKind } from "../support/errors.js";
 import { afterAll, describe, expect, it } from "vitest";
 import { RbdClient } from "../../src/host/rbd/client.js";
 import { RbdError } from "../../src/host/rbd/errors.js";
-import { cephConfPath, cephLibvirtKeyringPath, rbd } from "../env/lab.js";
+import { ceph, cephConfPath, cephLibvirtKeyringPath, rbd } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
 
 const id = randomBytes(3).toString("hex");
@@ -85,6 +85,20 @@ describe("RBD client (librados/librbd through koffi in worker threads) against t
       // client.libvirt may only read templates: creating there is denied.
       await expectRbdError(libvirtUser.create("templates", img("denied"), MiB), "denied");
     } finally {
+      await libvirtUser.close();
+    }
+  });
+
+  it("blocklists a client address with the agent's own caps, and lists it among the others", async () => {
+    const key = /key = (\S+)/.exec(readFileSync(cephLibvirtKeyringPath, "utf8"))![1]!;
+    const libvirtUser = new RbdClient({ confPath: cephConfPath, user: "libvirt", key }, { workers: 1 });
+    const address = `192.0.2.${1 + (Number.parseInt(id, 16) % 250)}:0/0`; // TEST-NET-1: no real client
+    try {
+      expect(await libvirtUser.blocklisted()).not.toContain(address);
+      await libvirtUser.blocklist(address);
+      expect(await libvirtUser.blocklisted()).toContain(address);
+    } finally {
+      await ceph("osd", "blocklist", "rm", address).catch(() => undefined);
       await libvirtUser.close();
     }
   });

@@ -1,5 +1,6 @@
 import { reviveError, siblingModule, WorkerPool } from "../worker-pool.js";
 import { RbdError } from "./errors.js";
+import { parseBlocklist } from "./monitors.js";
 import type { ImageStatus, RbdConfig } from "./types.js";
 import type { RbdOps } from "./worker.js";
 
@@ -82,10 +83,6 @@ export class RbdClient implements BlockStore {
   blocklist = async (address: string) =>
     void (await this.pool.call("monCommand", { prefix: "osd blocklist", blocklistop: "add", addr: address }));
   blocklisted = async () =>
-    (
-      JSON.parse((await this.pool.call("monCommand", { prefix: "osd blocklist ls", format: "json" })) || "[]") as {
-        addr: string;
-      }[]
-    ).map((e) => e.addr);
+    parseBlocklist(await this.pool.call("monCommand", { prefix: "osd blocklist ls", format: "json" }));
   close = () => this.pool.close();
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseMonHost } from "./monitors.js";
+import { parseBlocklist, parseMonHost } from "./monitors.js";
 
 describe("parseMonHost (ceph.conf mon_host → the v1 addresses QEMU uses)", () => {
   it.each([
@@ -23,5 +23,16 @@ describe("parseMonHost (ceph.conf mon_host → the v1 addresses QEMU uses)", () 
     ["[v2:10.0.0.1:3300]", []],
   ])("%s", (monHost, expected) => {
     expect(parseMonHost(monHost)).toEqual(expected);
+  });
+});
+
+describe("parseBlocklist (osd blocklist ls: two JSON arrays back to back since Quincy)", () => {
+  it.each([
+    ["", []],
+    ["[][]", []],
+    ['[{"addr":"169.254.100.2:0/0","until":"2026-11-25T22:00:00Z"}]\n[]', ["169.254.100.2:0/0"]],
+    ['[{"addr":"10.0.0.1:0/123","until":"x"}][{"range":"10.0.0.0/24","until":"y"}]', ["10.0.0.1:0/123", "10.0.0.0/24"]],
+  ])("%j", (text, addresses) => {
+    expect(parseBlocklist(text)).toEqual(addresses);
   });
 });

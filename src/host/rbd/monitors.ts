@@ -27,3 +27,14 @@ function splitTopLevel(text: string, separator: RegExp): string[] {
   if (current) parts.push(current);
   return parts;
 }
+
+/**
+ * The addresses in `osd blocklist ls` output. Since Quincy the monitor answers with two JSON arrays
+ * back to back (the address blocklist, then the range blocklist), which is not one JSON document.
+ */
+export function parseBlocklist(text: string): string[] {
+  const trimmed = text.trim();
+  if (!trimmed) return [];
+  const lists = JSON.parse(`[${trimmed.replace(/\]\s*\[/g, "],[")}]`) as { addr?: string; range?: string }[][];
+  return lists.flat().flatMap((e) => e.addr ?? e.range ?? []);
+}
