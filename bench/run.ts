@@ -3,13 +3,21 @@ import { components, up } from "../test/env/lab.js";
 import { agentBenchmark } from "./agent.js";
 import { examplesBenchmark } from "./examples.js";
 import { hostBenchmark } from "./host.js";
+import { buildPeer } from "./peer.js";
+import { growthTable, scaleBenchmark, type ScaleOptions } from "./scale.js";
 
 /**
  * Benchmarks print one JSON document on stdout; progress goes to stderr. Usage:
- *   npm run bench -- [SUITE...]     (default: every suite)
+ *   npm run bench -- [SUITE...] [--OPTION=VALUE...]     (default: every suite)
+ * Options of the scale suite: --n=100,300,1000 (default 1000), --operators=kaktus,peer (default
+ * both), --steady=SECONDS (default 300), --drift-domains=100, --drift-bridges=5.
  * The lab components a suite needs are started if they are not running (and left running).
  */
-type Suite = () => Promise<Record<string, unknown>>;
+type Suite = () => Promise<unknown>;
+
+const args = process.argv.slice(2).filter((a) => a !== "--");
+const option = (name: string, fallback: string) =>
+  args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? fallback;
 
 const suites: Record<string, Suite> = {
   /** libvirt and RBD adapter throughput, with event-loop delay during each run. */
@@ -30,6 +38,32 @@ const suites: Record<string, Suite> = {
     return examplesBenchmark();
   },
 
+  /**
+   * N Volumes + N VMs + 20 Bridges over two nodes, by the operator and by the Go peer, one after the
+   * other on the same lab; the growth table (time per object must stay flat) goes to stderr.
+   */
+  async scale() {
+    await up();
+    const operators = option("operators", "kaktus,peer").split(",") as ScaleOptions["operator"][];
+    if (operators.includes("peer")) await buildPeer();
+    const rows: Record<string, unknown>[] = [];
+    for (const n of option("n", "1000").split(",").map(Number)) {
+      for (const operator of operators) {
+        rows.push(
+          await scaleBenchmark({
+            n,
+            operator,
+            steadySeconds: Number(option("steady", "300")),
+            driftDomains: Number(option("drift-domains", "100")),
+            driftBridges: Number(option("drift-bridges", "5")),
+          }),
+        );
+        console.error(growthTable(rows));
+      }
+    }
+    return rows;
+  },
+
   /** How long each lab component takes to start warm (state kept) and to stop. */
   async lab() {
     const figures: Record<string, { startSeconds: number; stopSeconds: number }> = {};
@@ -48,7 +82,7 @@ const suites: Record<string, Suite> = {
 
 const round = (x: number) => Math.round(x * 1000) / 1000;
 
-const names = process.argv.slice(2).filter((a) => a !== "--");
+const names = args.filter((a) => !a.startsWith("--"));
 const unknown = names.filter((n) => !(n in suites));
 if (unknown.length) {
   console.error(`unknown suites ${unknown.join(", ")}; known: ${Object.keys(suites).join(", ")}`);

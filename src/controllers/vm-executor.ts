@@ -83,7 +83,13 @@ export class VmExecutor {
     const { hypervisor: hv } = this.host;
     const domain = await hv.lookup(name);
     if (!domain) return null;
-    const definition = parseDomainXml(await hv.getXml(name, { inactive: domain.persistent }));
+    const xml = await hv.getXml(name, { inactive: domain.persistent }).catch((err: unknown) => {
+      // Undefined between the two calls (by hand, behind our back): there is no such domain.
+      if (err instanceof LibvirtError && err.kind === "not-found") return null;
+      throw err;
+    });
+    if (xml === null) return null;
+    const definition = parseDomainXml(xml);
     return { domain, definition, ...(definition.owner ? { owner: definition.owner } : {}) };
   }
 

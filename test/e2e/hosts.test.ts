@@ -21,7 +21,11 @@ import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
  * refuses what cannot work, and backs off a domain that can never start.
  */
 const [nodeA, nodeB] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
-const agents = [labAgent(nodeA, { metricsPort: 9468 }), labAgent(nodeB, { metricsPort: 9469 })] as const;
+// Probed as on a host: the probe and what it publishes are under test here.
+const agents = [
+  labAgent(nodeA, { metricsPort: 9468, accelerator: "auto" }),
+  labAgent(nodeB, { metricsPort: 9469, accelerator: "auto" }),
+] as const;
 const [agentA, agentB] = agents;
 const ns = "e2e-hosts";
 

@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cephLibvirtKeyringPath } from "./ceph.js";
 import { cephConfPath, kubeconfigPath, repoRoot, type LabNode } from "./paths.js";
@@ -15,6 +15,12 @@ export interface AgentOptions {
   args?: string[];
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /**
+   * "auto": the agent probes its node as on a host. Unset: the accelerator this lab's first auto
+   * probe of the node chose, forced by flag (a probe of a node whose KVM is broken takes ~13 s,
+   * and most tests start agents many times); an unknown node is probed.
+   */
+  accelerator?: "auto";
 }
 
 /** The agent's command line (after `node`) for one lab node. */
@@ -54,6 +60,25 @@ export function labAgent(node: LabNode, opts: AgentOptions) {
     args: labAgentArgs(node, opts),
     env: { ...process.env, NODE_OPTIONS: "", ...opts.env },
   };
+  const agent = agentProcess(node, opts, daemon);
+  const remembered = join(node.dir, "accelerator");
+  return {
+    ...agent,
+    async start(): Promise<void> {
+      const known = opts.accelerator === undefined && existsSync(remembered) && readFileSync(remembered, "utf8");
+      const forced = known ? [`--accelerator=${known}`] : [];
+      daemon.args = labAgentArgs(node, { ...opts, args: [...forced, ...(opts.args ?? [])] });
+      await agent.start();
+      if (known || opts.accelerator !== undefined) return;
+      const { text } = await agent.get("/metrics");
+      const chosen = /^kaktus_node_accelerator_info\{[^}]*accelerator="(kvm|tcg)"[^}]*\} 1$/m.exec(text)?.[1];
+      if (chosen) writeFileSync(remembered, chosen);
+    },
+  };
+}
+
+/** Start, stop, crash and read the metrics of an agent-like daemon (the agent, or the bench's Go peer). */
+export function agentProcess(node: LabNode, opts: Pick<AgentOptions, "metricsPort">, daemon: Daemon) {
   const url = (path: string) => `http://127.0.0.1:${opts.metricsPort}${path}`;
   const get = async (path: string) => {
     const res = await fetch(url(path), { signal: AbortSignal.timeout(5_000) });

@@ -12,7 +12,7 @@ import { nodes } from "./paths.js";
  */
 export async function runLocal(printEndpoints: () => void): Promise<void> {
   const started = await up();
-  const agents = nodes.map((node, i) => labAgent(node, { metricsPort: 9464 + i }));
+  const agents = nodes.map((node, i) => labAgent(node, { metricsPort: 9464 + i, accelerator: "auto" }));
   let stopRequested = false;
   const stop = new Promise<void>((resolve) =>
     // `on`, not `once`: a second signal during the shutdown below must not kill us half-way.

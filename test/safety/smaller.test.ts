@@ -31,7 +31,7 @@ const vm = (name: string, spec: Record<string, unknown> = {}) => ({
   apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
   kind: "VirtualMachine",
   metadata: { name, namespace: ns },
-  spec: { node: nodeA.name, memory: "128Mi", graphics: "none", ...spec },
+  spec: { node: nodeA.name, memory: "128Mi", graphics: "none", shutdownGracePeriodSeconds: 1, ...spec },
 });
 
 describe("the smaller hazards", () => {

@@ -1,0 +1,279 @@
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
+import { agentProcess, labAgent, type AgentOptions } from "../test/env/agents.js";
+import {
+  cephConfPath,
+  cephLibvirtKeyringPath,
+  kubeconfigPath,
+  labDir,
+  nodes,
+  virsh,
+  type LabNode,
+} from "../test/env/lab.js";
+import { run } from "../test/env/proc.js";
+import { installCrds, kubectl } from "../test/support/kube.js";
+import { peerBinary } from "./peer.js";
+
+/**
+ * N Volumes + N VirtualMachines (Halted, one disk and one NIC each) + 20 Bridges over the two lab
+ * nodes, applied at once (one server-side apply, as a GitOps tool does), converged by two agents
+ * (the operator, or the Go peer in bench/peer): time to all Ready, work per object, the agents' CPU,
+ * peak RSS and event-loop delay, a steady window with resyncs, a drift storm, and deletion.
+ */
+export interface ScaleOptions {
+  n: number;
+  operator: "kaktus" | "peer";
+  bridges?: number;
+  /** The steady window; resyncs every `resyncSeconds` happen inside it. */
+  steadySeconds?: number;
+  resyncSeconds?: number;
+  driftDomains?: number;
+  driftBridges?: number;
+}
+
+type Agent = ReturnType<typeof agentProcess>;
+const ns = "bench-scale";
+const group = "kaktus.kowabunga.cloud";
+const linkOf = (i: number) => `kbs${i}`;
+
+function startAgents(operator: ScaleOptions["operator"], resyncSeconds: number): Agent[] {
+  return nodes.map((node, i) => {
+    const opts: AgentOptions = { metricsPort: 9480 + i, resyncSeconds, args: [`--sync-period=${resyncSeconds}`] };
+    return operator === "kaktus" ? labAgent(node, opts) : peerAgent(node, opts);
+  });
+}
+
+function peerAgent(node: LabNode, opts: AgentOptions): Agent {
+  return agentProcess(node, opts, {
+    name: `peer-${node.name}`,
+    comm: "peer",
+    cmd: peerBinary(),
+    args: [
+      `--node=${node.name}`,
+      `--kubeconfig=${kubeconfigPath}`,
+      `--libvirt-uri=${node.libvirtUri}`,
+      `--ceph-conf=${cephConfPath}`,
+      "--ceph-user=libvirt",
+      `--ceph-keyring=${cephLibvirtKeyringPath}`,
+      `--netns=${node.netns}`,
+      `--metrics-address=127.0.0.1:${opts.metricsPort}`,
+      `--resync=${opts.resyncSeconds}`,
+      ...(opts.args ?? []),
+    ],
+  });
+}
+
+function objects(n: number, bridges: number): object[] {
+  const bridgeItems = Array.from({ length: bridges }, (_, i) => ({
+    apiVersion: `${group}/v1alpha1`,
+    kind: "Bridge",
+    metadata: { name: `bench-br-${i}`, labels: { bench: "scale" } },
+    spec: { bridgeName: linkOf(i) },
+  }));
+  const volumes = Array.from({ length: n }, (_, i) => ({
+    apiVersion: `${group}/v1alpha1`,
+    kind: "Volume",
+    metadata: { name: `vol-${i}`, namespace: ns },
+    spec: { pool: "rbd", size: "16Mi" },
+  }));
+  const vms = Array.from({ length: n }, (_, i) => ({
+    apiVersion: `${group}/v1alpha1`,
+    kind: "VirtualMachine",
+    metadata: { name: `vm-${i}`, namespace: ns },
+    spec: {
+      node: nodes[i % nodes.length]!.name,
+      runStrategy: "Halted",
+      memory: "128Mi",
+      graphics: "none",
+      disks: [{ name: "os", volumeRef: `vol-${i}` }],
+      interfaces: [{ name: "net0", bridgeRef: `bench-br-${i % bridges}` }],
+    },
+  }));
+  return [...bridgeItems, ...volumes, ...vms];
+}
+
+/** How many objects of a resource say Ready=True. */
+async function readyCount(resource: string, namespaced: boolean): Promise<number> {
+  const out = await kubectl([
+    "get",
+    resource,
+    ...(namespaced ? ["-n", ns] : ["-l", "bench=scale"]),
+    "-o",
+    'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
+  ]);
+  return out.split("\n").filter((l) => l === "True").length;
+}
+
+/** CPU seconds (user + system) and peak RSS of a process, from /proc. */
+function processFigures(pid: number | undefined): { cpuSeconds: number; peakRssMiB: number } {
+  if (!pid) return { cpuSeconds: NaN, peakRssMiB: NaN };
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return { cpuSeconds: ticks / 100, peakRssMiB: hwm ? Number(hwm[1]) / 1024 : NaN };
+}
+
+async function counters(agents: Agent[]) {
+  const sumOf = async (name: string) =>
+    (await Promise.all(agents.map((a) => a.metric(name)))).reduce((x, y) => x + y, 0);
+  return {
+    reconciles: await sumOf("kaktus_reconcile_total"),
+    writes: await sumOf("kaktus_api_writes_total"),
+    mutations: await sumOf("kaktus_host_mutations_total"),
+  };
+}
+
+const percentile = (sorted: number[], p: number) =>
+  sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! : NaN;
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+async function clean(): Promise<void> {
+  await kubectl(["delete", "namespace", ns, "--ignore-not-found", "--timeout=900s"]);
+  await kubectl(["delete", `bridges.${group}`, "-l", "bench=scale", "--ignore-not-found", "--timeout=300s"]);
+}
+
+export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string, unknown>> {
+  const { n, operator, bridges = 20, steadySeconds = 300, resyncSeconds = 60 } = opts;
+  const driftDomains = Math.min(opts.driftDomains ?? 100, n);
+  const driftBridges = Math.min(opts.driftBridges ?? 5, bridges);
+  const total = 2 * n + bridges;
+  console.error(`[bench] scale ${operator} N=${n}: ${total} objects`);
+  await installCrds();
+  await clean();
+  await kubectl(["create", "namespace", ns]);
+  const agents = startAgents(operator, resyncSeconds);
+  await Promise.all(agents.map((a) => a.start()));
+  try {
+    const manifest = join(labDir, "bench-scale.json");
+    writeFileSync(manifest, JSON.stringify({ apiVersion: "v1", kind: "List", items: objects(n, bridges) }));
+    const before = await counters(agents);
+    const cpuBefore = agents.map((a) => processFigures(a.pid()).cpuSeconds);
+    await Promise.all(agents.map((a) => a.metric("kaktus_nodejs_eventloop_lag_max_seconds"))); // resets the window
+    const started = performance.now();
+    await kubectl(["apply", "--server-side", "-f", manifest]);
+    const applySeconds = (performance.now() - started) / 1000;
+    const deadline = Date.now() + (120 + n) * 1000;
+    for (;;) {
+      const ready = (
+        await Promise.all([
+          readyCount(`bridges.${group}`, false),
+          readyCount(`volumes.${group}`, true),
+          readyCount(`virtualmachines.${group}`, true),
+        ])
+      ).reduce((x, y) => x + y, 0);
+      if (ready === total) break;
+      if (Date.now() > deadline) throw new Error(`scale ${operator} N=${n}: ${ready}/${total} Ready at the deadline`);
+      await sleep(500);
+    }
+    const convergeSeconds = (performance.now() - started) / 1000;
+    const lag = async (q: string) =>
+      Math.max(...(await Promise.all(agents.map((a) => a.metric(`kaktus_nodejs_eventloop_lag_${q}_seconds`))))) * 1000;
+    const eventLoopMs =
+      operator === "kaktus"
+        ? { p50: round(await lag("p50")), p99: round(await lag("p99")), max: round(await lag("max")) }
+        : null;
+    await sleep(5_000); // late echoes count
+    const converged = await counters(agents);
+    const procs = agents.map((a, i) => ({ ...processFigures(a.pid()), cpuBefore: cpuBefore[i]! }));
+    const perObject = (k: keyof typeof before) => round((converged[k] - before[k]) / total);
+
+    console.error(`[bench] converged in ${round(convergeSeconds)} s; steady window ${steadySeconds} s`);
+    await sleep(steadySeconds * 1000);
+    const steady = await counters(agents);
+
+    const drift = await driftStorm(driftDomains, driftBridges);
+    const deleting = performance.now();
+    await clean();
+    const deleteSeconds = (performance.now() - deleting) / 1000;
+    return {
+      operator,
+      n,
+      objects: total,
+      applySeconds: round(applySeconds),
+      convergeSeconds: round(convergeSeconds),
+      secondsPerObject: round(convergeSeconds / total),
+      reconcilesPerObject: perObject("reconciles"),
+      apiWritesPerObject: perObject("writes"),
+      hostMutationsPerObject: perObject("mutations"),
+      agents: procs.map((p, i) => ({
+        node: nodes[i]!.name,
+        cpuSeconds: round(p.cpuSeconds - p.cpuBefore),
+        peakRssMiB: round(p.peakRssMiB),
+      })),
+      eventLoopDelayMs: eventLoopMs,
+      steady: {
+        seconds: steadySeconds,
+        resyncSeconds,
+        reconciles: steady.reconciles - converged.reconciles,
+        apiWrites: steady.writes - converged.writes,
+        hostMutations: steady.mutations - converged.mutations,
+      },
+      drift,
+      deleteSeconds: round(deleteSeconds),
+    };
+  } finally {
+    await Promise.all(agents.map((a) => a.stop()));
+  }
+}
+
+/**
+ * Domains undefined and bridges deleted behind the operator's back, spread over both nodes: how long
+ * until each is back (polled every 100 ms, so figures are ±100 ms).
+ */
+async function driftStorm(domains: number, bridges: number): Promise<Record<string, unknown>> {
+  const victims = Array.from({ length: domains }, (_, i) => ({
+    node: nodes[i % nodes.length]!,
+    name: `${ns}_vm-${i}`,
+  }));
+  const links = Array.from({ length: bridges }, (_, i) => ({ node: nodes[i % nodes.length]!, name: linkOf(i) }));
+  const started = performance.now();
+  await Promise.all([
+    ...nodes.map(async (node) => {
+      for (const v of victims.filter((v) => v.node === node)) await virsh(node, "undefine", v.name);
+    }),
+    ...links.map((l) => run("ip", ["-n", l.node.netns, "link", "del", l.name])),
+  ]);
+  const repaired = new Map<string, number>();
+  const deadline = Date.now() + 120_000;
+  while (repaired.size < victims.length + links.length && Date.now() < deadline) {
+    for (const node of nodes) {
+      const defined = new Set((await virsh(node, "list", "--all", "--name")).stdout.split("\n").map((l) => l.trim()));
+      const present = await run("ip", ["-n", node.netns, "-o", "link", "show", "type", "bridge"]);
+      for (const v of victims)
+        if (v.node === node && defined.has(v.name) && !repaired.has(v.name))
+          repaired.set(v.name, performance.now() - started);
+      for (const l of links)
+        if (l.node === node && present.stdout.includes(`: ${l.name}:`) && !repaired.has(l.name))
+          repaired.set(l.name, performance.now() - started);
+    }
+    await sleep(100);
+  }
+  const times = [...repaired.values()].sort((a, b) => a - b);
+  return {
+    domains,
+    bridges,
+    repaired: repaired.size,
+    p50Ms: round(percentile(times, 50)),
+    p99Ms: round(percentile(times, 99)),
+    maxMs: round(times.at(-1) ?? NaN),
+  };
+}
+
+/** The growth table: one row per run, time per object first. */
+export function growthTable(rows: Record<string, unknown>[]): string {
+  const cols = [
+    "operator",
+    "n",
+    "convergeSeconds",
+    "secondsPerObject",
+    "reconcilesPerObject",
+    "apiWritesPerObject",
+    "hostMutationsPerObject",
+    "deleteSeconds",
+  ];
+  const cell = (v: unknown) => String(v ?? "").padStart(12);
+  return [cols.map(cell).join(" "), ...rows.map((r) => cols.map((c) => cell(r[c])).join(" "))].join("\n");
+}
