@@ -126,6 +126,18 @@ async function counters(agents: Agent[]) {
   };
 }
 
+/** Event-loop delay (ms) since the last scrape, the worst agent's, from prom-client's default metrics. */
+async function eventLoopDelay(agents: Agent[]): Promise<Record<string, number>> {
+  const texts = await Promise.all(agents.map(async (a) => (await a.get("/metrics")).text));
+  const worst = (q: string) =>
+    Math.max(
+      ...texts.map((t) =>
+        Number(new RegExp(`^kaktus_nodejs_eventloop_lag_${q}_seconds (\\S+)$`, "m").exec(t)?.[1] ?? NaN),
+      ),
+    ) * 1000;
+  return { p50: round(worst("p50")), p99: round(worst("p99")), max: round(worst("max")) };
+}
+
 const percentile = (sorted: number[], p: number) =>
   sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! : NaN;
 const round = (x: number) => Math.round(x * 1000) / 1000;
@@ -169,12 +181,8 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
       await sleep(500);
     }
     const convergeSeconds = (performance.now() - started) / 1000;
-    const lag = async (q: string) =>
-      Math.max(...(await Promise.all(agents.map((a) => a.metric(`kaktus_nodejs_eventloop_lag_${q}_seconds`))))) * 1000;
-    const eventLoopMs =
-      operator === "kaktus"
-        ? { p50: round(await lag("p50")), p99: round(await lag("p99")), max: round(await lag("max")) }
-        : null;
+    // One scrape per agent: each scrape starts a new event-loop delay window.
+    const eventLoopMs = operator === "kaktus" ? await eventLoopDelay(agents) : null;
     await sleep(5_000); // late echoes count
     const converged = await counters(agents);
     const procs = agents.map((a, i) => ({ ...processFigures(a.pid()), cpuBefore: cpuBefore[i]! }));
