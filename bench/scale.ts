@@ -8,6 +8,7 @@ import {
   cephLibvirtKeyringPath,
   kubeconfigPath,
   labDir,
+  repoRoot,
   nodes,
   virsh,
   type LabNode,
@@ -40,7 +41,12 @@ const linkOf = (i: number) => `kbs${i}`;
 
 function startAgents(operator: ScaleOptions["operator"], resyncSeconds: number): Agent[] {
   return nodes.map((node, i) => {
-    const opts: AgentOptions = { metricsPort: 9480 + i, resyncSeconds, args: [`--sync-period=${resyncSeconds}`] };
+    const opts: AgentOptions = {
+      metricsPort: 9480 + i,
+      resyncSeconds,
+      args: [`--sync-period=${resyncSeconds}`],
+      compiled: true,
+    };
     return operator === "kaktus" ? labAgent(node, opts) : peerAgent(node, opts);
   });
 }
@@ -153,6 +159,7 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
   const driftBridges = Math.min(opts.driftBridges ?? 5, bridges);
   const total = 2 * n + bridges;
   console.error(`[bench] scale ${operator} N=${n}: ${total} objects`);
+  if (operator === "kaktus") await run("npm", ["run", "build"], { cwd: repoRoot }); // the agent as deployed
   await installCrds();
   await clean();
   await kubectl(["create", "namespace", ns]);

@@ -2,21 +2,23 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { labAgent, type LabAgent } from "../env/agents.js";
+import { labAgent } from "../env/agents.js";
 import { controlPlane, libvirtDaemon, linkNames, nodes, rbdImages, virsh } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
 import {
+  applyObjects,
   conditionOf,
   domainNames,
   domainState,
   getObject,
-  waitCondition,
-  waitEvent,
-  waitObject,
-  applyObjects,
   kbr,
   kvm,
   kvol,
+  volumeLeader,
+  volumeLeaseHolder,
+  waitCondition,
+  waitEvent,
+  waitObject,
 } from "../support/e2e.js";
 import { installCrds, kubectl } from "../support/kube.js";
 
@@ -57,27 +59,6 @@ const volume = (name: string, size = "64Mi") => ({
   spec: { pool: "rbd", size },
 });
 
-const leaseHolder = async () =>
-  (
-    await kubectl([
-      "get",
-      "lease",
-      "-n",
-      "kaktus-system",
-      "kaktus-operator-volumes",
-      "-o",
-      "jsonpath={.spec.holderIdentity}",
-    ])
-  ).trim();
-
-async function leader(): Promise<{ leader: LabAgent; follower: LabAgent }> {
-  const holder = await waitFor("a Volume leader", async () => (await leaseHolder()) || undefined, {
-    timeoutMs: 30_000,
-  });
-  const leader = agents.find((a) => a.node.name === holder)!;
-  return { leader, follower: agents.find((a) => a !== leader)! };
-}
-
 describe("two agents, crashes and restarts", () => {
   beforeAll(async () => {
     await installCrds();
@@ -112,13 +93,13 @@ describe("two agents, crashes and restarts", () => {
   }, 120_000);
 
   it("killing the leader hands Volume reconciling to the other within the lease duration", async () => {
-    const { leader: dead, follower } = await leader();
+    const { leader: dead, follower } = await volumeLeader(agents);
     dead.kill();
     const killed = Date.now();
     await apply(volume("after-leader-died"));
     await waitFor(
       "the other agent holds the lease",
-      async () => (await leaseHolder()) === follower.node.name || undefined,
+      async () => (await volumeLeaseHolder()) === follower.node.name || undefined,
       {
         timeoutMs: 20_000,
         intervalMs: 100,
@@ -191,14 +172,14 @@ describe("two agents, crashes and restarts", () => {
   }, 120_000);
 
   it("stops gracefully on SIGTERM: the lease is released and taken over at once", async () => {
-    const { leader: stopping, follower } = await leader();
+    const { leader: stopping, follower } = await volumeLeader(agents);
     const started = Date.now();
     await stopping.stop();
     const stoppedIn = Date.now() - started;
     console.log(`[figure] graceful stop of the leader took ${stoppedIn} ms`);
     await waitFor(
       "the other agent holds the lease",
-      async () => (await leaseHolder()) === follower.node.name || undefined,
+      async () => (await volumeLeaseHolder()) === follower.node.name || undefined,
       {
         timeoutMs: 10_000,
         intervalMs: 100,

@@ -7,13 +7,15 @@ import {
   applyObjects,
   conditionOf,
   domainNames,
+  dropNamespace,
   eventsOf,
+  freshNamespace,
   getObject,
   kvm,
   waitCondition,
   waitObject,
 } from "../support/e2e.js";
-import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
+import { kubectl } from "../support/kube.js";
 
 /**
  * Hosts as they come: each agent probes its node (node B never has KVM; node A has whatever this
@@ -72,15 +74,11 @@ function runAgent(args: string[]): Promise<{ code: number | null; output: string
 
 describe("hosts as they come: probed accelerators, CPUs, and starts that back off", () => {
   beforeAll(async () => {
-    await installCrds();
-    await deleteNamespace(ns);
-    await kubectl(["create", "namespace", ns]);
-    await Promise.all(agents.map((a) => a.start()));
+    await freshNamespace(ns, agents);
   }, 180_000);
 
   afterAll(async () => {
-    await deleteNamespace(ns).catch(() => undefined);
-    await Promise.all(agents.map((a) => a.stop()));
+    await dropNamespace(ns, agents);
   }, 300_000);
 
   it("each agent publishes its node's accelerator and default CPU: labels, annotation, metric", async () => {

@@ -21,14 +21,14 @@ export interface AgentOptions {
    * and most tests start agents many times); an unknown node is probed.
    */
   accelerator?: "auto";
+  /** Run the compiled build (`npm run build`, dist/) as a DaemonSet does, not the sources through tsx. */
+  compiled?: boolean;
 }
 
 /** The agent's command line (after `node`) for one lab node. */
 export function labAgentArgs(node: LabNode, opts: AgentOptions): string[] {
   return [
-    "--import",
-    "tsx",
-    join(repoRoot, "src/main.ts"),
+    ...(opts.compiled ? [join(repoRoot, "dist/main.js")] : ["--import", "tsx", join(repoRoot, "src/main.ts")]),
     `--node=${node.name}`,
     `--kubeconfig=${kubeconfigPath}`,
     `--libvirt-uri=${node.libvirtUri}`,

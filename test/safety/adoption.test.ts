@@ -2,8 +2,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent } from "../env/agents.js";
 import { linkNames, nodes, rbd } from "../env/lab.js";
 import { run } from "../env/proc.js";
-import { applyObjects, conditionOf, kbr, kvol, waitCondition, waitEvent, waitObject } from "../support/e2e.js";
-import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
+import {
+  applyObjects,
+  conditionOf,
+  freshNamespace,
+  kbr,
+  kvol,
+  waitCondition,
+  waitEvent,
+  waitObject,
+} from "../support/e2e.js";
+import { deleteNamespace, kubectl } from "../support/kube.js";
 
 /**
  * Hazard 3: host objects adopted by name. An RBD image or a host bridge that the operator did not
@@ -29,10 +38,7 @@ const mtu = async (link: string) =>
 
 describe("never adopt by name", () => {
   beforeAll(async () => {
-    await installCrds();
-    await deleteNamespace(ns);
-    await kubectl(["create", "namespace", ns]);
-    await Promise.all(agents.map((a) => a.start()));
+    await freshNamespace(ns, agents);
   }, 180_000);
 
   afterAll(async () => {

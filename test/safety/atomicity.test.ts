@@ -4,12 +4,21 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { labAgent, type LabAgent } from "../env/agents.js";
+import { labAgent } from "../env/agents.js";
 import { RbdClient } from "../../src/host/rbd/client.js";
 import { cephConfPath, nodes, rbd, rbdImages } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
-import { applyObjects, conditionOf, getObject, kvol, waitCondition } from "../support/e2e.js";
-import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
+import {
+  applyObjects,
+  conditionOf,
+  dropNamespace,
+  freshNamespace,
+  getObject,
+  kvol,
+  volumeLeader,
+  waitCondition,
+} from "../support/e2e.js";
+import { kubectl } from "../support/kube.js";
 
 /**
  * Hazard 4: a half-made image reported Ready. The Volume leader is SIGKILLed in the middle of a
@@ -21,24 +30,6 @@ const store = new RbdClient({ confPath: cephConfPath, user: "admin" });
 const ns = "safety-atomic";
 const sourceMiB = 256;
 
-const leaseHolder = async () =>
-  (
-    await kubectl([
-      "get",
-      "lease",
-      "-n",
-      "kaktus-system",
-      "kaktus-operator-volumes",
-      "-o",
-      "jsonpath={.spec.holderIdentity}",
-    ])
-  ).trim();
-async function leader(): Promise<LabAgent> {
-  const holder = await waitFor("a Volume leader", async () => (await leaseHolder()) || undefined, {
-    timeoutMs: 30_000,
-  });
-  return agents.find((a) => a.node.name === holder)!;
-}
 /** A digest of an image's whole content. */
 async function digest(image: string): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), "kaktus-export-"));
@@ -54,10 +45,7 @@ async function digest(image: string): Promise<string> {
 
 describe("an interrupted copy is never Ready and never left behind", () => {
   beforeAll(async () => {
-    await installCrds();
-    await deleteNamespace(ns);
-    await kubectl(["create", "namespace", ns]);
-    await Promise.all(agents.map((a) => a.start()));
+    await freshNamespace(ns, agents);
     await applyObjects({
       apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
       kind: "Volume",
@@ -83,8 +71,7 @@ describe("an interrupted copy is never Ready and never left behind", () => {
   afterAll(async () => {
     await store.close();
     await Promise.all(agents.map((a) => a.start().catch(() => undefined)));
-    await deleteNamespace(ns).catch(() => undefined);
-    await Promise.all(agents.map((a) => a.stop()));
+    await dropNamespace(ns, agents);
   }, 300_000);
 
   it("SIGKILL of the leader at 10 random points of a copy", async () => {
@@ -102,7 +89,7 @@ describe("an interrupted copy is never Ready and never left behind", () => {
         metadata: { name: copy, namespace: ns },
         spec: { pool: "rbd", size: `${sourceMiB}Mi`, source: { volume: { name: "source" } } },
       });
-      const victim = await leader();
+      const { leader: victim } = await volumeLeader(agents);
       // Memstore copies fast (256 MiB in ~0.3 s): the kill lands at a random point after the copy began.
       await waitFor(
         `${copy} being made`,

@@ -2,8 +2,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent } from "../env/agents.js";
 import { nodes, rbd } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
-import { applyObjects, conditionOf, domainState, getObject, kvm, kvol, waitCondition } from "../support/e2e.js";
-import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
+import {
+  applyObjects,
+  conditionOf,
+  domainState,
+  dropNamespace,
+  freshNamespace,
+  getObject,
+  kvm,
+  kvol,
+  waitCondition,
+} from "../support/e2e.js";
+import { kubectl } from "../support/kube.js";
 
 /**
  * Hazard 1: two VMs on one disk. Two VirtualMachines on two nodes name the same Volume at once:
@@ -33,15 +43,11 @@ const running = async (name: string, node: (typeof nodes)[0]) =>
 
 describe("one Volume, one VirtualMachine at a time", () => {
   beforeAll(async () => {
-    await installCrds();
-    await deleteNamespace(ns);
-    await kubectl(["create", "namespace", ns]);
-    await Promise.all(agents.map((a) => a.start()));
+    await freshNamespace(ns, agents);
   }, 180_000);
 
   afterAll(async () => {
-    await deleteNamespace(ns).catch(() => undefined);
-    await Promise.all(agents.map((a) => a.stop()));
+    await dropNamespace(ns, agents);
   }, 300_000);
 
   it("two VMs on two nodes racing for one Volume: exactly one runs, the other says VolumeInUse", async () => {

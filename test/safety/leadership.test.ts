@@ -3,8 +3,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent, type LabAgent } from "../env/agents.js";
 import { nodes, rbdImages } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
-import { applyObjects, getObject, kvol, waitCondition } from "../support/e2e.js";
-import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
+import {
+  applyObjects,
+  dropNamespace,
+  freshNamespace,
+  getObject,
+  kvol,
+  volumeLeader,
+  volumeLeaseHolder,
+  waitCondition,
+} from "../support/e2e.js";
+import { kubectl } from "../support/kube.js";
 
 /**
  * Hazard 5: two Volume leaders. The leader is frozen (SIGSTOP) past its lease; the other agent
@@ -18,33 +27,11 @@ const agents = nodes.map((n, i) =>
 );
 const ns = "safety-leader";
 
-const leaseHolder = async () =>
-  (
-    await kubectl([
-      "get",
-      "lease",
-      "-n",
-      "kaktus-system",
-      "kaktus-operator-volumes",
-      "-o",
-      "jsonpath={.spec.holderIdentity}",
-    ])
-  ).trim();
-async function leader(): Promise<{ leader: LabAgent; follower: LabAgent }> {
-  const holder = await waitFor("a Volume leader", async () => (await leaseHolder()) || undefined, {
-    timeoutMs: 30_000,
-  });
-  const l = agents.find((a) => a.node.name === holder)!;
-  return { leader: l, follower: agents.find((a) => a !== l)! };
-}
 const rbdMutations = (a: LabAgent) => a.metric("kaktus_host_mutations_total", { host: "rbd" });
 
 describe("a frozen leader, resumed, changes nothing", () => {
   beforeAll(async () => {
-    await installCrds();
-    await deleteNamespace(ns);
-    await kubectl(["create", "namespace", ns]);
-    await Promise.all(agents.map((a) => a.start()));
+    await freshNamespace(ns, agents);
   }, 180_000);
 
   afterAll(async () => {
@@ -52,8 +39,7 @@ describe("a frozen leader, resumed, changes nothing", () => {
       const pid = a.pid();
       if (pid) process.kill(pid, "SIGCONT");
     }
-    await deleteNamespace(ns).catch(() => undefined);
-    await Promise.all(agents.map((a) => a.stop()));
+    await dropNamespace(ns, agents);
   }, 300_000);
 
   it("SIGSTOP past the lease, a deletion by the new leader, SIGCONT: no Ceph mutation, nothing undone", async () => {
@@ -64,13 +50,13 @@ describe("a frozen leader, resumed, changes nothing", () => {
       spec: { pool: "rbd", size: "16Mi" },
     });
     await waitCondition(kvol, "v", ns, "Ready", "True");
-    const { leader: frozen, follower } = await leader();
+    const { leader: frozen, follower } = await volumeLeader(agents);
     const mutationsBefore = await rbdMutations(frozen);
     process.kill(frozen.pid()!, "SIGSTOP");
     const stoppedAt = Date.now();
     await waitFor(
       "the other agent holds the lease",
-      async () => (await leaseHolder()) === follower.node.name || undefined,
+      async () => (await volumeLeaseHolder()) === follower.node.name || undefined,
       {
         timeoutMs: 30_000,
       },
@@ -84,6 +70,6 @@ describe("a frozen leader, resumed, changes nothing", () => {
     expect(await rbdMutations(frozen)).toBe(mutationsBefore);
     expect(await rbdImages("rbd")).not.toContain(`${ns}.v`);
     expect(await getObject(kvol, "v", ns)).toBeUndefined();
-    expect(await leaseHolder()).toBe(follower.node.name);
+    expect(await volumeLeaseHolder()).toBe(follower.node.name);
   }, 180_000);
 });

@@ -5,8 +5,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent } from "../env/agents.js";
 import { nodes, virsh } from "../env/lab.js";
 import { waitFor } from "../env/proc.js";
-import { applyObjects, domainNames, domainState, getObject, kvm, waitCondition, waitEvent } from "../support/e2e.js";
-import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
+import {
+  applyObjects,
+  domainNames,
+  domainState,
+  dropNamespace,
+  freshNamespace,
+  getObject,
+  kvm,
+  waitCondition,
+  waitEvent,
+} from "../support/e2e.js";
+import { kubectl } from "../support/kube.js";
 
 /**
  * Hazard 2: a domain left behind. A VM's finalizer removed by hand while its node's agent was
@@ -50,16 +60,12 @@ async function goneWithoutRunning(name: string, timeoutMs: number): Promise<bool
 
 describe("domains left behind are removed, never started, never adopted", () => {
   beforeAll(async () => {
-    await installCrds();
-    await deleteNamespace(ns);
-    await kubectl(["create", "namespace", ns]);
-    await Promise.all(agents.map((a) => a.start()));
+    await freshNamespace(ns, agents);
   }, 180_000);
 
   afterAll(async () => {
     await Promise.all(agents.map((a) => a.start().catch(() => undefined)));
-    await deleteNamespace(ns).catch(() => undefined);
-    await Promise.all(agents.map((a) => a.stop()));
+    await dropNamespace(ns, agents);
   }, 300_000);
 
   it("a VM moved to node B while node A's agent was stopped: A removes its domain when it returns", async () => {

@@ -8,14 +8,15 @@ import {
   applyObjects,
   conditionOf,
   domainState,
+  dropNamespace,
   eventsOf,
+  freshNamespace,
   getObject,
   kvm,
   kvol,
   patchObject,
   waitCondition,
 } from "../support/e2e.js";
-import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
 
 /**
  * Hazard 7, the smaller ones: a shutdown deadline that outlives a switch back to Always; seed images
@@ -36,15 +37,11 @@ const vm = (name: string, spec: Record<string, unknown> = {}) => ({
 
 describe("the smaller hazards", () => {
   beforeAll(async () => {
-    await installCrds();
-    await deleteNamespace(ns);
-    await kubectl(["create", "namespace", ns]);
-    await Promise.all(agents.map((a) => a.start()));
+    await freshNamespace(ns, agents);
   }, 180_000);
 
   afterAll(async () => {
-    await deleteNamespace(ns).catch(() => undefined);
-    await Promise.all(agents.map((a) => a.stop()));
+    await dropNamespace(ns, agents);
   }, 300_000);
 
   it("a shutdown deadline does not outlive a switch back to Always: the next Halted asks ACPI again", async () => {

@@ -1,6 +1,6 @@
 import { waitFor } from "../env/proc.js";
 import { virsh, type LabNode } from "../env/lab.js";
-import { kubectl } from "./kube.js";
+import { deleteNamespace, installCrds, kubectl } from "./kube.js";
 
 export interface Condition {
   type: string;
@@ -143,3 +143,47 @@ export const waitReady = (resource: string, namespace: string | undefined, ...na
     ...(namespace ? ["-n", namespace] : []),
     ...(names.length ? names.map((n) => `${resource}/${n}`) : [resource, "--all"]),
   ]);
+
+/** The node holding the Volume controller's lease ("" when none). */
+export const volumeLeaseHolder = async () =>
+  (
+    await kubectl([
+      "get",
+      "lease",
+      "-n",
+      "kaktus-system",
+      "kaktus-operator-volumes",
+      "-o",
+      "jsonpath={.spec.holderIdentity}",
+    ])
+  ).trim();
+
+/** The agent leading the Volume controller (waited for), and another one. */
+export async function volumeLeader<A extends { node: LabNode }>(
+  agents: readonly A[],
+): Promise<{ leader: A; follower: A }> {
+  const holder = await waitFor("a Volume leader", async () => (await volumeLeaseHolder()) || undefined, {
+    timeoutMs: 30_000,
+  });
+  const leader = agents.find((a) => a.node.name === holder)!;
+  return { leader, follower: agents.find((a) => a !== leader)! };
+}
+
+interface Startable {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** The CRDs installed, namespace `ns` made afresh, the agents running: a test file's starting point. */
+export async function freshNamespace(ns: string, agents: readonly Startable[]): Promise<void> {
+  await installCrds();
+  await deleteNamespace(ns);
+  await kubectl(["create", "namespace", ns]);
+  await Promise.all(agents.map((a) => a.start()));
+}
+
+/** Namespace `ns` deleted with whatever a failed test left in it, then the agents stopped. */
+export async function dropNamespace(ns: string, agents: readonly Startable[]): Promise<void> {
+  await deleteNamespace(ns).catch(() => undefined);
+  await Promise.all(agents.map((a) => a.stop()));
+}
