@@ -257,6 +257,9 @@ export function vmFailure(err: unknown): Failure | undefined {
   if (err instanceof NotOwned) return { reason: "NotOwned", message: err.message, terminal: true };
   if (err instanceof QuantityError) return { reason: "InvalidSpec", message: err.message, terminal: true };
   if (!(err instanceof LibvirtError)) return undefined;
+  // The domain went while we acted on it (undefined by hand, behind our back): not a failure of the
+  // VM, whose phase must stay what it was; the retry finds no domain and defines it again.
+  if (err.kind === "not-found") return undefined;
   const reason =
     { invalid: "InvalidDomain", conflict: "DomainConflict", transient: "LibvirtUnavailable" }[err.kind as string] ??
     "LibvirtError";
