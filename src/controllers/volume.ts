@@ -56,9 +56,13 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
   const observe = async (volume: Volume): Promise<VolumeObservation> => {
     const from = volume.spec.source?.volume;
     const { pool } = volume.spec;
+    const image = await deps.store.status(pool, volumeImage(volume));
+    // A leftover build matters only while there is no image yet, or when all goes: a converged
+    // Volume's resync reads one image, not two.
+    const leftovers = !image || volume.metadata.deletionTimestamp !== undefined;
     return {
-      image: await deps.store.status(pool, volumeImage(volume)),
-      partial: await deps.store.status(pool, partialImage(volumeImage(volume))),
+      image,
+      partial: leftovers ? await deps.store.status(pool, partialImage(volumeImage(volume))) : null,
       inUseBy: usersOf(objectKey(volume))
         .map((vm) => vm.metadata.name)
         .sort(),
