@@ -4,13 +4,14 @@ import { agentBenchmark } from "./agent.js";
 import { examplesBenchmark } from "./examples.js";
 import { hostBenchmark } from "./host.js";
 import { buildPeer } from "./peer.js";
-import { growthTable, scaleBenchmark, type ScaleOptions } from "./scale.js";
+import { growthTable, scaleBenchmark, scaleLimit, type ScaleOptions } from "./scale.js";
 
 /**
  * Benchmarks print one JSON document on stdout; progress goes to stderr. Usage:
  *   npm run bench -- [SUITE...] [--OPTION=VALUE...]     (default: every suite)
  * Options of the scale suite: --n=100,300,1000 (default 1000), --operators=kaktus,peer (default
- * both), --steady=SECONDS (default 300), --drift-domains=100, --drift-bridges=5.
+ * both), --steady=SECONDS (default 300), --drift-domains=100, --drift-bridges=5, --profile=DIR (the
+ * operator's V8 CPU profiles, one per agent).
  * The lab components a suite needs are started if they are not running (and left running).
  */
 type Suite = () => Promise<unknown>;
@@ -48,18 +49,22 @@ const suites: Record<string, Suite> = {
     if (operators.includes("peer")) await buildPeer();
     const rows: Record<string, unknown>[] = [];
     for (const n of option("n", "1000").split(",").map(Number)) {
+      const limit = await scaleLimit(n);
+      rows.push({ operator: "limit", n, convergeSeconds: limit.irreducibleSeconds, limit });
       for (const operator of operators) {
-        rows.push(
-          await scaleBenchmark({
-            n,
-            operator,
-            steadySeconds: Number(option("steady", "300")),
-            driftDomains: Number(option("drift-domains", "100")),
-            driftBridges: Number(option("drift-bridges", "5")),
-          }),
-        );
+        const row = await scaleBenchmark({
+          n,
+          operator,
+          steadySeconds: Number(option("steady", "300")),
+          driftDomains: Number(option("drift-domains", "100")),
+          driftBridges: Number(option("drift-bridges", "5")),
+          ...(option("profile", "") ? { profileDir: option("profile", "") } : {}),
+        });
+        rows.push({ ...row, ratioToLimit: round(Number(row.convergeSeconds) / limit.irreducibleSeconds) });
         console.error(growthTable(rows));
       }
+      const [kaktus, peer] = ["kaktus", "peer"].map((o) => rows.find((r) => r.n === n && r.operator === o));
+      if (kaktus && peer) kaktus.ratioToPeer = round(Number(kaktus.convergeSeconds) / Number(peer.convergeSeconds));
     }
     return rows;
   },

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -15,6 +15,7 @@ import {
 } from "../test/env/lab.js";
 import { run } from "../test/env/proc.js";
 import { installCrds, kubectl } from "../test/support/kube.js";
+import { limitBenchmark, type LimitFigures, type ScaleObject } from "./limit.js";
 import { peerBinary } from "./peer.js";
 
 /**
@@ -32,6 +33,8 @@ export interface ScaleOptions {
   resyncSeconds?: number;
   driftDomains?: number;
   driftBridges?: number;
+  /** A directory for the operator's V8 CPU profiles (written when the agents stop). */
+  profileDir?: string;
 }
 
 type Agent = ReturnType<typeof agentProcess>;
@@ -39,13 +42,14 @@ const ns = "bench-scale";
 const group = "kaktus.kowabunga.cloud";
 const linkOf = (i: number) => `kbs${i}`;
 
-function startAgents(operator: ScaleOptions["operator"], resyncSeconds: number): Agent[] {
+function startAgents(operator: ScaleOptions["operator"], resyncSeconds: number, profileDir?: string): Agent[] {
   return nodes.map((node, i) => {
     const opts: AgentOptions = {
       metricsPort: 9480 + i,
       resyncSeconds,
       args: [`--sync-period=${resyncSeconds}`],
       compiled: true,
+      ...(profileDir ? { nodeArgs: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
     };
     return operator === "kaktus" ? labAgent(node, opts) : peerAgent(node, opts);
   });
@@ -71,7 +75,7 @@ function peerAgent(node: LabNode, opts: AgentOptions): Agent {
   });
 }
 
-function objects(n: number, bridges: number): object[] {
+function objects(n: number, bridges: number): ScaleObject[] {
   const bridgeItems = Array.from({ length: bridges }, (_, i) => ({
     apiVersion: `${group}/v1alpha1`,
     kind: "Bridge",
@@ -112,23 +116,64 @@ async function readyCount(resource: string, namespaced: boolean): Promise<number
   return out.split("\n").filter((l) => l === "True").length;
 }
 
+/** CPU seconds (user + system) from a /proc stat line. */
+const cpuOf = (stat: string) => {
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime (fields 14 and 15)
+};
+
+/**
+ * CPU seconds by program on the whole machine (the apiserver, etcd, libvirtd, Ceph, the agents):
+ * where the two cores went while the operator converged.
+ */
+function machineCpu(): Record<string, number> {
+  const byProgram: Record<string, number> = {};
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      byProgram[comm] = (byProgram[comm] ?? 0) + cpuOf(stat);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return byProgram;
+}
+
+/** The programs that took the most CPU between two readings of machineCpu. */
+function busiest(before: Record<string, number>, after: Record<string, number>, top = 8): Record<string, number> {
+  return Object.fromEntries(
+    Object.entries(after)
+      .map(([comm, cpu]) => [comm, round(cpu - (before[comm] ?? 0))] as const)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top),
+  );
+}
+
 /** CPU seconds (user + system) and peak RSS of a process, from /proc. */
 function processFigures(pid: number | undefined): { cpuSeconds: number; peakRssMiB: number } {
   if (!pid) return { cpuSeconds: NaN, peakRssMiB: NaN };
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+  const cpuSeconds = cpuOf(readFileSync(`/proc/${pid}/stat`, "utf8"));
   const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return { cpuSeconds: ticks / 100, peakRssMiB: hwm ? Number(hwm[1]) / 1024 : NaN };
+  return { cpuSeconds, peakRssMiB: hwm ? Number(hwm[1]) / 1024 : NaN };
 }
 
 async function counters(agents: Agent[]) {
   const sumOf = async (name: string) =>
     (await Promise.all(agents.map((a) => a.metric(name)))).reduce((x, y) => x + y, 0);
+  const writesOf = async (resource: string) =>
+    (await Promise.all(agents.map((a) => a.metric("kaktus_api_writes_total", { resource })))).reduce(
+      (x, y) => x + y,
+      0,
+    );
+  const resources = ["virtualmachines", "volumes", "bridges", "events", "nodes"];
   return {
     reconciles: await sumOf("kaktus_reconcile_total"),
     writes: await sumOf("kaktus_api_writes_total"),
     mutations: await sumOf("kaktus_host_mutations_total"),
+    writesByResource: Object.fromEntries(
+      await Promise.all(resources.map(async (r) => [r, await writesOf(r)] as const)),
+    ),
   };
 }
 
@@ -153,6 +198,16 @@ async function clean(): Promise<void> {
   await kubectl(["delete", `bridges.${group}`, "-l", "bench=scale", "--ignore-not-found", "--timeout=300s"]);
 }
 
+/** The scenario's limit on this lab (./limit.ts), measured with no agent running. */
+export async function scaleLimit(n: number, bridges = 20): Promise<LimitFigures> {
+  console.error(`[bench] scale limit N=${n}`);
+  await installCrds();
+  await clean();
+  await kubectl(["create", "namespace", ns]);
+  // The operators' concurrency: two agents, four workers per controller.
+  return limitBenchmark(objects(n, bridges), { inFlight: 8, n, bridges, clean });
+}
+
 export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string, unknown>> {
   const { n, operator, bridges = 20, steadySeconds = 300, resyncSeconds = 60 } = opts;
   const driftDomains = Math.min(opts.driftDomains ?? 100, n);
@@ -163,13 +218,14 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
   await installCrds();
   await clean();
   await kubectl(["create", "namespace", ns]);
-  const agents = startAgents(operator, resyncSeconds);
+  const agents = startAgents(operator, resyncSeconds, opts.profileDir);
   await Promise.all(agents.map((a) => a.start()));
   try {
     const manifest = join(labDir, "bench-scale.json");
     writeFileSync(manifest, JSON.stringify({ apiVersion: "v1", kind: "List", items: objects(n, bridges) }));
     const before = await counters(agents);
     const cpuBefore = agents.map((a) => processFigures(a.pid()).cpuSeconds);
+    const machineBefore = machineCpu();
     await Promise.all(agents.map((a) => a.metric("kaktus_nodejs_eventloop_lag_max_seconds"))); // resets the window
     const started = performance.now();
     await kubectl(["apply", "--server-side", "-f", manifest]);
@@ -188,12 +244,19 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
       await sleep(500);
     }
     const convergeSeconds = (performance.now() - started) / 1000;
+    const machineCpuSeconds = busiest(machineBefore, machineCpu());
     // One scrape per agent: each scrape starts a new event-loop delay window.
     const eventLoopMs = operator === "kaktus" ? await eventLoopDelay(agents) : null;
     await sleep(5_000); // late echoes count
     const converged = await counters(agents);
+    const heapMiB = await Promise.all(
+      agents.map(async (a) => round((await a.metric("kaktus_nodejs_heap_size_used_bytes")) / 2 ** 20)),
+    );
     const procs = agents.map((a, i) => ({ ...processFigures(a.pid()), cpuBefore: cpuBefore[i]! }));
-    const perObject = (k: keyof typeof before) => round((converged[k] - before[k]) / total);
+    const perObject = (k: "reconciles" | "writes" | "mutations") => round((converged[k] - before[k]) / total);
+    const writesByResource = Object.fromEntries(
+      Object.entries(converged.writesByResource).map(([r, w]) => [r, w - before.writesByResource[r]!]),
+    );
 
     console.error(`[bench] converged in ${round(convergeSeconds)} s; steady window ${steadySeconds} s`);
     await sleep(steadySeconds * 1000);
@@ -212,18 +275,24 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
       secondsPerObject: round(convergeSeconds / total),
       reconcilesPerObject: perObject("reconciles"),
       apiWritesPerObject: perObject("writes"),
+      apiWritesByResource: writesByResource,
       hostMutationsPerObject: perObject("mutations"),
       agents: procs.map((p, i) => ({
         node: nodes[i]!.name,
         cpuSeconds: round(p.cpuSeconds - p.cpuBefore),
         peakRssMiB: round(p.peakRssMiB),
+        ...(operator === "kaktus" ? { heapUsedMiB: heapMiB[i] } : {}),
       })),
       eventLoopDelayMs: eventLoopMs,
+      machineCpuSeconds,
       steady: {
         seconds: steadySeconds,
         resyncSeconds,
         reconciles: steady.reconciles - converged.reconciles,
         apiWrites: steady.writes - converged.writes,
+        apiWritesByResource: Object.fromEntries(
+          Object.entries(steady.writesByResource).map(([r, w]) => [r, w - converged.writesByResource[r]!]),
+        ),
         hostMutations: steady.mutations - converged.mutations,
       },
       drift,
@@ -236,7 +305,7 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
 
 /**
  * Domains undefined and bridges deleted behind the operator's back, spread over both nodes: how long
- * until each is back (polled every 100 ms, so figures are ±100 ms).
+ * from each removal until it is back (polled every 100 ms, so figures are ±100 ms).
  */
 async function driftStorm(domains: number, bridges: number): Promise<Record<string, unknown>> {
   const victims = Array.from({ length: domains }, (_, i) => ({
@@ -244,28 +313,41 @@ async function driftStorm(domains: number, bridges: number): Promise<Record<stri
     name: `${ns}_vm-${i}`,
   }));
   const links = Array.from({ length: bridges }, (_, i) => ({ node: nodes[i % nodes.length]!, name: linkOf(i) }));
-  const started = performance.now();
-  await Promise.all([
+  // Polled while the removals go on: a domain back before the last removal is timed too.
+  const removedAt = new Map<string, number>();
+  const removals = Promise.all([
     ...nodes.map(async (node) => {
-      for (const v of victims.filter((v) => v.node === node)) await virsh(node, "undefine", v.name);
+      for (const v of victims.filter((v) => v.node === node)) {
+        await virsh(node, "undefine", v.name);
+        removedAt.set(v.name, performance.now());
+      }
     }),
-    ...links.map((l) => run("ip", ["-n", l.node.netns, "link", "del", l.name])),
+    ...links.map(async (l) => {
+      await run("ip", ["-n", l.node.netns, "link", "del", l.name]);
+      removedAt.set(l.name, performance.now());
+    }),
   ]);
   const repaired = new Map<string, number>();
+  const seen = (name: string, asked: number) => {
+    const removed = removedAt.get(name);
+    if (removed !== undefined && removed < asked && !repaired.has(name))
+      repaired.set(name, performance.now() - removed);
+  };
   const deadline = Date.now() + 120_000;
   while (repaired.size < victims.length + links.length && Date.now() < deadline) {
     for (const node of nodes) {
-      const defined = new Set((await virsh(node, "list", "--all", "--name")).stdout.split("\n").map((l) => l.trim()));
-      const present = await run("ip", ["-n", node.netns, "-o", "link", "show", "type", "bridge"]);
-      for (const v of victims)
-        if (v.node === node && defined.has(v.name) && !repaired.has(v.name))
-          repaired.set(v.name, performance.now() - started);
-      for (const l of links)
-        if (l.node === node && present.stdout.includes(`: ${l.name}:`) && !repaired.has(l.name))
-          repaired.set(l.name, performance.now() - started);
+      const asked = performance.now();
+      const [defined, present] = await Promise.all([
+        virsh(node, "list", "--all", "--name"),
+        run("ip", ["-n", node.netns, "-o", "link", "show", "type", "bridge"]),
+      ]);
+      const names = new Set(defined.stdout.split("\n").map((l) => l.trim()));
+      for (const v of victims) if (v.node === node && names.has(v.name)) seen(v.name, asked);
+      for (const l of links) if (l.node === node && present.stdout.includes(`: ${l.name}:`)) seen(l.name, asked);
     }
     await sleep(100);
   }
+  await removals;
   const times = [...repaired.values()].sort((a, b) => a - b);
   return {
     domains,
@@ -284,6 +366,7 @@ export function growthTable(rows: Record<string, unknown>[]): string {
     "n",
     "convergeSeconds",
     "secondsPerObject",
+    "ratioToLimit",
     "reconcilesPerObject",
     "apiWritesPerObject",
     "hostMutationsPerObject",

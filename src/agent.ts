@@ -49,6 +49,7 @@ export class Agent {
   private readonly nodeFacts: NodeFactsSource;
   private readonly manager: Manager;
   private readonly elector: LeaderElector;
+  private readonly events: EventRecorder;
   private readonly unsubscribe: (() => void)[] = [];
   private synced = false;
   private libvirtConnected = true;
@@ -56,7 +57,7 @@ export class Agent {
   constructor(private readonly config: AgentConfig) {
     const { kubeConfig: kc, node } = config;
     this.log = componentLogger("agent").child({ node });
-    const events = new EventRecorder(kc, "kaktus-operator", node, componentLogger("events"));
+    const events = (this.events = new EventRecorder(kc, "kaktus-operator", node, componentLogger("events")));
     const metrics = (this.metrics = new Metrics({
       queueDepths: () => this.manager.queueDepths(),
       apiWrites: () => ({ ...this.manager.apiWrites(), nodes: this.nodeFacts.writes, events: events.writes }),
@@ -132,7 +133,7 @@ export class Agent {
     for (const u of this.unsubscribe) u();
     // The Volume controller drains before the lease is released: no two leaders ever act at once.
     await Promise.all([this.manager.stop(), this.elector.stopCampaign()]);
-    await this.elector.stop();
+    await Promise.all([this.elector.stop(), this.events.flush()]);
     this.hosts.network.close();
     await Promise.all([this.hosts.libvirt.close(), this.hosts.rbd.close()]);
     this.log.info("agent stopped");

@@ -6,6 +6,7 @@ import { Agent, type AgentConfig } from "./agent.js";
 import { ProbeError } from "./host/accel/probe.js";
 import { parseMonHost } from "./host/rbd/monitors.js";
 import { rootLogger } from "./log.js";
+import { reuseConnections } from "./runtime/kubeconfig.js";
 
 const usage = `kaktus-operator: the Kaktus node agent (reconciles VirtualMachines, Volumes and Bridges)
 
@@ -107,7 +108,7 @@ function configFrom(flags: Flags): AgentConfig & { metricsAddress: string } {
   if (!flags.node) throw new Error("--node (or NODE_NAME) is required: the Kubernetes Node this agent runs for");
   const user = flags["ceph-user"]!;
   if (!/^[A-Za-z0-9._-]+$/.test(user)) throw new Error(`--ceph-user ${user} is not a cephx user name`);
-  const kc = new k8s.KubeConfig();
+  const kc = reuseConnections(new k8s.KubeConfig());
   if (flags.kubeconfig) kc.loadFromFile(flags.kubeconfig);
   else kc.loadFromDefault();
   const confPath = flags["ceph-conf"]!;

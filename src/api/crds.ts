@@ -18,6 +18,8 @@ interface KindDefinition {
   status: TSchema;
   rootValidations?: object;
   columns: { name: string; type: string; jsonPath: string; priority?: number; description?: string }[];
+  /** Fields a list or watch may filter on (`--field-selector`), besides metadata.name and namespace. */
+  selectableFields?: string[];
 }
 
 const readyColumn = { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' };
@@ -29,6 +31,8 @@ export const kinds: readonly KindDefinition[] = [
     names: virtualMachineKind,
     spec: VirtualMachineSpec,
     status: VirtualMachineStatus,
+    // Each node's agent caches and watches only its own VMs.
+    selectableFields: [".spec.node"],
     columns: [
       { name: "Node", type: "string", jsonPath: ".spec.node" },
       phaseColumn,
@@ -97,6 +101,7 @@ export function customResourceDefinition(def: KindDefinition) {
           storage: true,
           subresources: { status: {} },
           additionalPrinterColumns: def.columns,
+          ...(def.selectableFields ? { selectableFields: def.selectableFields.map((jsonPath) => ({ jsonPath })) } : {}),
           schema: {
             openAPIV3Schema: {
               type: "object",

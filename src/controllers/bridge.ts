@@ -46,7 +46,7 @@ export function setupBridges(manager: Manager, deps: BridgeDeps): Controller {
   const { node, network } = deps;
   const bridges = manager.informer<Bridge>(kinds.bridge);
   const nodes = manager.informer<NodeObject>(kinds.node);
-  const vms = manager.informer<VirtualMachine>(kinds.virtualMachine);
+  const vms = manager.informer<VirtualMachine>(kinds.virtualMachine, { fieldSelector: `spec.node=${node}` });
   const usersOf = vmsByBridge(vms);
   const allBridges = () => bridges.list().map((b) => b.metadata.name);
   const nodeList = (): NodeLabels[] =>

@@ -36,7 +36,7 @@ export interface FenceDeps {
  * finalizer. Should the node come back, its agent finds the domains orphaned and removes them.
  */
 export function setupFencing(manager: Manager, deps: FenceDeps): Controller {
-  const vms = manager.informer<VirtualMachine>(kinds.virtualMachine);
+  const vms = manager.informer<VirtualMachine>(kinds.virtualMachine, { leaderOnly: true });
   const nodes = manager.informer<NodeObject>(kinds.node);
   const volumes = manager.informer<Volume>(kinds.volume);
   const onNode = vmsByNode(vms);
@@ -58,7 +58,7 @@ export function setupFencing(manager: Manager, deps: FenceDeps): Controller {
 
   return (
     manager
-      .controller<VirtualMachine>("fence", kinds.virtualMachine)
+      .controller<VirtualMachine>("fence", kinds.virtualMachine, { leaderOnly: true })
       .for({ owns: stranded })
       // A Node deleted or annotated: its VMs may be stranded now.
       .watches(

@@ -48,7 +48,10 @@ type Ctx = ReconcileContext<VirtualMachineStatus>;
 export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller {
   const { node } = deps;
   const log = manager.log.child({ controller: "virtualmachine" });
-  const vms = manager.informer<VirtualMachine>(kinds.virtualMachine);
+  // Only this node's VMs, filtered by the API server (spec.node is a selectable field).
+  const scope = { fieldSelector: `spec.node=${node}` };
+  const vms = manager.informer<VirtualMachine>(kinds.virtualMachine, scope);
+  const vmClient = manager.client<VirtualMachine>(kinds.virtualMachine);
   const volumes = manager.informer<Volume>(kinds.volume);
   const bridges = manager.informer<Bridge>(kinds.bridge);
   const [usersOfVolume, usersOfBridge, onNode] = [vmsByVolume(vms), vmsByBridge(vms), vmsByNode(vms)];
@@ -61,7 +64,7 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
 
   return (
     manager
-      .controller<VirtualMachine>("virtualmachine", kinds.virtualMachine)
+      .controller<VirtualMachine>("virtualmachine", kinds.virtualMachine, scope)
       .for({ filter: specOrMetaChanged, owns: local })
       .watches(volumes, (v) => keys(usersOfVolume(objectKey(v))), changedIn(volumeState))
       .watches(
@@ -72,9 +75,13 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
       .watchesHost((enqueue) => host.watchDomains(enqueue, () => keys(onNode(node)), log))
       // Another accelerator or CPU after a re-probe: every definition may differ.
       .watchesHost((enqueue) => deps.nodeFacts.onChange(() => keys(onNode(node)).forEach(enqueue)))
-      // A link change may be a tap left off a re-created bridge.
+      // A link change may be a tap left off a re-created bridge: only a running domain has taps.
       .watchesHost((enqueue) =>
-        deps.network.onChange(() => keys(onNode(node).filter((vm) => vm.spec.interfaces?.length)).forEach(enqueue)),
+        deps.network.onChange(() =>
+          keys(onNode(node).filter((vm) => vm.spec.interfaces?.length && vm.status?.phase === "Running")).forEach(
+            enqueue,
+          ),
+        ),
       )
       .reconcile<VirtualMachineStatus>({ finalizer: vmFinalizer, apply, cleanup, orphan, failure: vmFailure })
   );
@@ -95,14 +102,12 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
       report(vm, ctx, { waiting, active: existing ? isActive(existing) : undefined });
       return { requeueAfterMs: dependencyRetryMs };
     }
-    // Claims, then identity, both persisted before the domain exists: a crash in between changes neither.
+    // Claims are persisted before the domain exists; the identity (UUID, MACs) derives from the uid,
+    // so a crash before status is written changes neither.
     const disks = (vm.spec.disks ?? []).map((d) => volume(d.volumeRef)!);
     await claim(volumeClient, disks, vm, node);
     const identity = identityOf(vm, existing);
-    if (identity.changed) {
-      ctx.status.set(identity.status);
-      await ctx.status.flush();
-    }
+    if (identity.changed) ctx.status.set(identity.status);
     const facts = await deps.nodeFacts.get();
     const seed = seedData(vm, await host.secretUserData(vm));
     const resolved = resolveVm(vm, identity.status, facts, volume, bridge, seed && deps.media.path(name));
@@ -156,7 +161,8 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
     const found = await host.find(domainName(namespace, vmName));
     const owner = found?.owner;
     if (!owner || owner.namespace !== namespace || owner.name !== vmName) return {};
-    return removeOrphan(key, signal, vm, owner.uid);
+    // A VM of this name made again on another node is not in this node's cache: read it, for the Event.
+    return removeOrphan(key, signal, vm ?? (await vmClient.get(key)), owner.uid);
   }
 
   async function removeOrphan(key: string, signal: AbortSignal, vm: VirtualMachine | undefined, uid: string) {

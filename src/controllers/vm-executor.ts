@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { VirtualMachine, VirtualMachineStatus } from "../api/virtualmachine.js";
 import type { BridgeHost } from "../host/bridge/bridges.js";
@@ -14,7 +14,15 @@ import { QuantityError } from "../api/quantity.js";
 import { UnsupportedOnNode } from "../domain/desired.js";
 import { runSteps, type Failure, type PlannedEvent } from "../runtime/reconciler.js";
 import { StartBackoff } from "./startbackoff.js";
-import { isActive, planVmCleanup, startFailed, type VmObservation, type VmPlan, type VmStep } from "./vm-plan.js";
+import {
+  isActive,
+  mayStart,
+  planVmCleanup,
+  startFailed,
+  type VmObservation,
+  type VmPlan,
+  type VmStep,
+} from "./vm-plan.js";
 
 /** The graceful shutdown's deadline a VM's status keeps (ms since epoch), if one runs. */
 export const statusDeadline = (vm: VirtualMachine) =>
@@ -95,7 +103,7 @@ export class VmExecutor {
 
   /**
    * The domain as it is: live model when it runs, persistent definition, links for taps, seed
-   * digest, and, while it does not run, the disk images another client has open.
+   * digest, and, while it does not run but may be started, the disk images another client has open.
    */
   async observe(
     name: string,
@@ -107,15 +115,16 @@ export class VmExecutor {
     const { hypervisor: hv } = this.host;
     const domain = found?.domain ?? null;
     const running = isActive(domain);
-    const inUse = running
-      ? []
-      : (
-          await Promise.all(
-            images.map(async (i) =>
-              (await this.host.store.status(i.pool, i.image))?.watchers.length ? `${i.pool}/${i.image}` : [],
-            ),
-          )
-        ).flat();
+    const inUse =
+      running || !mayStart(vm)
+        ? []
+        : (
+            await Promise.all(
+              images.map(async (i) =>
+                (await this.host.store.status(i.pool, i.image))?.watchers.length ? `${i.pool}/${i.image}` : [],
+              ),
+            )
+          ).flat();
     return {
       domain,
       ...(running ? { live: parseDomainXml(await hv.getXml(name)) } : {}),
@@ -222,10 +231,11 @@ export class VmExecutor {
 /** UUID and MACs: from status when known, else from the domain found, else generated, never changed after. */
 export function identityOf(vm: VirtualMachine, existing: DomainInfo | null) {
   const status = vm.status ?? {};
-  const domainUUID = status.domainUUID ?? existing?.uuid ?? randomUUID();
+  const uid = vm.metadata.uid ?? randomUUID();
+  const domainUUID = status.domainUUID ?? existing?.uuid ?? uid;
   const interfaces = (vm.spec.interfaces ?? []).map((i) => ({
     name: i.name,
-    mac: (i.mac ?? status.interfaces?.find((s) => s.name === i.name)?.mac ?? generateMac()).toLowerCase(),
+    mac: (i.mac ?? status.interfaces?.find((s) => s.name === i.name)?.mac ?? macOf(uid, i.name)).toLowerCase(),
     bridge: i.bridgeRef,
   }));
   const changed =
@@ -233,9 +243,19 @@ export function identityOf(vm: VirtualMachine, existing: DomainInfo | null) {
   return { changed, status: { domainUUID, interfaces } satisfies VirtualMachineStatus };
 }
 
-/** A locally administered MAC in QEMU's 52:54:00 prefix, as libvirt itself generates them. */
-const generateMac = () =>
-  ["52", "54", "00", ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, "0"))].join(":");
+/**
+ * A MAC in QEMU's 52:54:00 prefix, as libvirt itself makes them, but derived from the object's uid
+ * and the NIC's name: a reconcile that dies before status is written derives the same one again.
+ */
+const macOf = (uid: string, nic: string) =>
+  [
+    "52",
+    "54",
+    "00",
+    ...[...createHash("sha256").update(`${uid}/${nic}`).digest().subarray(0, 3)].map((b) =>
+      b.toString(16).padStart(2, "0"),
+    ),
+  ].join(":");
 
 /**
  * Why a start failed, in words that stay the same from one try to the next (so that the Events of

@@ -309,6 +309,9 @@ function liveStep(change: Change, facts: NodeFacts): VmStep {
   }
 }
 
+/** Whether the runStrategy may start a stopped domain (only then do open disk images matter). */
+export const mayStart = (vm: VirtualMachine) => ["Always", "RerunOnFailure"].includes(vm.spec.runStrategy ?? "Always");
+
 type Power = Pick<VmPlan, "ready" | "active" | "pollMs" | "shutdownDeadline"> & { steps: VmStep[] };
 
 /** The power state the runStrategy asks for, one step at a time. */
@@ -320,7 +323,7 @@ function planPower(vm: VirtualMachine, node: string, domain: DomainInfo, input: 
   const running = condition("Ready", "True", "Running", `running on ${node}`);
   if (active) return { steps: [], ready: running, active: true };
   // RerunOnFailure leaves a guest that powered itself off alone; Manual never starts anything.
-  const shouldStart = strategy === "Always" || (strategy === "RerunOnFailure" && domain.reason !== shutoff.byGuest);
+  const shouldStart = mayStart(vm) && (strategy === "Always" || domain.reason !== shutoff.byGuest);
   if (!shouldStart)
     return {
       steps: [],

@@ -46,7 +46,7 @@ type Ctx = ReconcileContext<VolumeStatus>;
  */
 export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
   const volumes = manager.informer<Volume>(kinds.volume);
-  const vms = manager.informer<VirtualMachine>(kinds.virtualMachine);
+  const vms = manager.informer<VirtualMachine>(kinds.virtualMachine, { leaderOnly: true });
   const usersOf = vmsByVolume(vms);
   const copiesOf = volumesBySource(volumes);
   const mine = (o: { metadata: { namespace?: string } }) => !deps.namespace || o.metadata.namespace === deps.namespace;

@@ -20,12 +20,16 @@ interface Series {
 /**
  * Kubernetes Events (core/v1, what `kubectl describe` shows) without spamming the API: the same
  * event for the same object is one Event whose count grows, written at most once per
- * `minIntervalMs`; repeats in between are folded into the next write. Failures to record are
- * logged, never thrown: an Event is an explanation, not part of the reconcile.
+ * `minIntervalMs`; repeats in between are folded into the next write. As client-go's recorder,
+ * it never holds a reconcile up: the write goes on in the background (`flush` waits for those in
+ * flight), and beyond `maxInFlight` writes an Event is only logged. Failures to record are logged,
+ * never thrown: an Event is an explanation, not part of the reconcile.
  */
 export class EventRecorder {
   private readonly api: k8s.CoreV1Api;
   private readonly series = new Map<string, Series>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly maxInFlight = 256;
   writes = 0;
 
   constructor(
@@ -47,7 +51,23 @@ export class EventRecorder {
     return this.record(target, "Warning", reason, message);
   }
 
-  async record(target: EventTarget, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
+  /** Records in the background; resolves at once. */
+  record(target: EventTarget, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
+    if (this.inFlight.size < this.maxInFlight) {
+      const write = this.write(target, type, reason, message).finally(() => this.inFlight.delete(write));
+      this.inFlight.add(write);
+    } else {
+      this.log.warn({ reason, message }, "too many Events in flight: this one is only logged");
+    }
+    return Promise.resolve();
+  }
+
+  /** Waits for the writes in flight (before the agent exits). */
+  async flush(): Promise<void> {
+    await Promise.all(this.inFlight);
+  }
+
+  private async write(target: EventTarget, type: "Normal" | "Warning", reason: string, message: string): Promise<void> {
     const now = Date.now();
     const { namespace: ns, name } = target.metadata;
     // Every Event is also a log line with the object's key: the log tells the same story.

@@ -17,6 +17,8 @@ export interface InformerOptions {
   plural: string;
   /** The kind, needed to list core resources (group ""). */
   kind?: string;
+  /** Only objects whose fields match, filtered by the API server ("spec.node=a", a CRD selectable field). */
+  fieldSelector?: string;
   /** Server-side watch timeout: the watch is re-opened from the last resourceVersion after it. */
   watchTimeoutSeconds?: number;
   /** No event (bookmarks included) for this long means a silent stall: the watch is restarted. */
@@ -97,10 +99,18 @@ export class Informer<T extends KubeObject> {
   }
 
   private async relist(): Promise<void> {
-    const { group, version, plural } = this.opts;
+    const { group, version, plural, fieldSelector } = this.opts;
     const list = (await (group
-      ? this.kc.makeApiClient(k8s.CustomObjectsApi).listClusterCustomObject({ group, version, plural })
-      : k8s.KubernetesObjectApi.makeApiClient(this.kc).list(version, this.opts.kind ?? ""))) as {
+      ? this.kc.makeApiClient(k8s.CustomObjectsApi).listClusterCustomObject({ group, version, plural, fieldSelector })
+      : k8s.KubernetesObjectApi.makeApiClient(this.kc).list(
+          version,
+          this.opts.kind ?? "",
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+          fieldSelector,
+        ))) as {
       items: T[];
       metadata: { resourceVersion: string };
     };
@@ -156,6 +166,7 @@ export class Informer<T extends KubeObject> {
             resourceVersion: this.resourceVersion,
             allowWatchBookmarks: true,
             timeoutSeconds: this.opts.watchTimeoutSeconds ?? 240,
+            ...(this.opts.fieldSelector ? { fieldSelector: this.opts.fieldSelector } : {}),
           },
           (type: string, obj: T & { code?: number }) => {
             feed();

@@ -17,6 +17,16 @@ export interface Kind {
 
 type Listener<T> = (obj: T | undefined, old: T | undefined, key: string) => void;
 
+export interface InformerScope {
+  /** Only the objects whose fields match, filtered by the API server ("spec.node=a"). */
+  fieldSelector?: string;
+  /**
+   * Read only by leader-elected controllers: started when this agent first leads (and kept), so an
+   * agent that never leads never caches it.
+   */
+  leaderOnly?: boolean;
+}
+
 /**
  * One informer per kind, shared by every controller that reads or watches the kind, with named
  * indexes (controller-runtime's field indexes): "which VMs name this Volume" is a lookup, not a scan.
@@ -25,11 +35,17 @@ export class SharedInformer<T extends KubeObject> {
   readonly informer: Informer<T>;
   private readonly listeners: Listener<T>[] = [];
   private readonly indexes = new Map<string, { values: (obj: T) => string[]; keys: Map<string, Set<string>> }>();
+  leaderOnly: boolean;
 
-  constructor(kc: k8s.KubeConfig, kind: Kind, log: Logger) {
+  constructor(kc: k8s.KubeConfig, kind: Kind, scope: InformerScope, log: Logger) {
+    this.leaderOnly = scope.leaderOnly ?? false;
     this.informer = new Informer<T>(
       kc,
-      { ...kind, ...(kind.group ? {} : { kind: kind.kind }) },
+      {
+        ...kind,
+        ...(kind.group ? {} : { kind: kind.kind }),
+        ...(scope.fieldSelector ? { fieldSelector: scope.fieldSelector } : {}),
+      },
       (key, obj, old) => {
         for (const index of this.indexes.values()) {
           for (const v of old ? index.values(old) : []) index.keys.get(v)?.delete(key);
@@ -98,12 +114,18 @@ export class Manager {
     private readonly options: ManagerOptions,
   ) {}
 
-  informer<T extends KubeObject>(kind: Kind): SharedInformer<T> {
-    let shared = this.shared.get(kind.plural);
+  /**
+   * The shared informer of a kind in a scope: one per kind and field selector. Leader-only unless
+   * some caller needs it always.
+   */
+  informer<T extends KubeObject>(kind: Kind, scope: InformerScope = {}): SharedInformer<T> {
+    const name = scope.fieldSelector ? `${kind.plural}{${scope.fieldSelector}}` : kind.plural;
+    let shared = this.shared.get(name);
     if (!shared) {
-      shared = new SharedInformer<KubeObject>(this.kc, kind, this.options.log.child({ informer: kind.plural }));
-      this.shared.set(kind.plural, shared);
+      shared = new SharedInformer<KubeObject>(this.kc, kind, scope, this.options.log.child({ informer: name }));
+      this.shared.set(name, shared);
     }
+    if (!scope.leaderOnly) shared.leaderOnly = false;
     return shared as unknown as SharedInformer<T>;
   }
 
@@ -123,9 +145,9 @@ export class Manager {
     return this.options.events;
   }
 
-  /** A controller named `name` whose reconciles get keys of `kind` (its `for`). */
-  controller<T extends KubeObject>(name: string, kind: Kind): ControllerBuilder<T> {
-    return new ControllerBuilder<T>(this, name, kind, (entry) => this.controllers.push(entry));
+  /** A controller named `name` whose reconciles get keys of `kind` (its `for`), cached in `scope`. */
+  controller<T extends KubeObject>(name: string, kind: Kind, scope: InformerScope = {}): ControllerBuilder<T> {
+    return new ControllerBuilder<T>(this, name, kind, scope, (entry) => this.controllers.push(entry));
   }
 
   /** Informer statistics by resource, for the watch-restart metric. */
@@ -137,17 +159,26 @@ export class Manager {
     return Object.fromEntries(this.controllers.map(({ controller }) => [controller.name, controller.queue.length]));
   }
 
-  get synced(): Promise<void> {
-    return Promise.all([...this.shared.values()].map((s) => s.informer.hasSynced)).then(() => undefined);
+  /** Starts the informers of `leaderOnly` (false: every one the agent always needs); resolves once they have listed. */
+  private startInformers(leaderOnly: boolean): Promise<void> {
+    const informers = [...this.shared.values()].filter((s) => s.leaderOnly === leaderOnly);
+    for (const s of informers) s.informer.start();
+    return Promise.all(informers.map((s) => s.informer.hasSynced)).then(() => undefined);
   }
 
-  /** Starts every informer; once all have listed, starts the controllers that need no leadership. */
+  /** Starts the informers every agent needs; once they have listed, starts the controllers that need no leadership. */
   async start(): Promise<void> {
-    for (const s of this.shared.values()) s.informer.start();
-    await this.synced;
+    await this.startInformers(false);
     this.started = true;
-    for (const c of this.controllers) if (!c.leaderElected || this.leading) this.run(c);
+    for (const c of this.controllers) if (!c.leaderElected) this.run(c);
+    if (this.leading) await this.runLeaderElected();
     this.scheduleSync();
+  }
+
+  /** The leader's own informers first (started once, kept afterwards), then its controllers. */
+  private async runLeaderElected(): Promise<void> {
+    await this.startInformers(true);
+    if (this.leading) for (const c of this.controllers) if (c.leaderElected && !c.running) this.run(c);
   }
 
   private scheduleSync(): void {
@@ -166,7 +197,7 @@ export class Manager {
   /** Leadership gained: the leader-elected controllers start, with every key of their kind queued. */
   startLeading(): void {
     this.leading = true;
-    if (this.started) for (const c of this.controllers) if (c.leaderElected) this.run(c);
+    if (this.started) void this.runLeaderElected();
   }
 
   /** Leadership lost: the leader-elected controllers stop and drain their reconciles in flight. */
@@ -241,9 +272,10 @@ export class ControllerBuilder<T extends KubeObject> {
     private readonly manager: Manager,
     private readonly name: string,
     private readonly kind: Kind,
+    scope: InformerScope,
     private readonly register: (entry: Registration) => void,
   ) {
-    this.primary = manager.informer<T>(kind);
+    this.primary = manager.informer<T>(kind, scope);
   }
 
   /**

@@ -137,7 +137,8 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
     await volume("elsewhere", { pool: "templates", size: "8Mi" });
     await waitReason("elsewhere", "Synced", "PoolNotAllowed");
     expect(await store.status("templates", `${ns}.elsewhere`)).toBeNull();
-    const events = await kubectl([
+    await events.flush();
+    const recorded = await kubectl([
       "get",
       "events",
       "-n",
@@ -147,7 +148,7 @@ describe("Volume reconciler against the real apiserver and Ceph", () => {
       "-o",
       "name",
     ]);
-    expect(events.trim()).not.toBe("");
+    expect(recorded.trim()).not.toBe("");
   });
 
   it("does not delete a Volume a VM references, nor one whose image is open; deletes it after", async () => {

@@ -23,11 +23,14 @@ export interface AgentOptions {
   accelerator?: "auto";
   /** Run the compiled build (`npm run build`, dist/) as a DaemonSet does, not the sources through tsx. */
   compiled?: boolean;
+  /** Flags for node itself (--cpu-prof is refused in NODE_OPTIONS). */
+  nodeArgs?: string[];
 }
 
 /** The agent's command line (after `node`) for one lab node. */
 export function labAgentArgs(node: LabNode, opts: AgentOptions): string[] {
   return [
+    ...(opts.nodeArgs ?? []),
     ...(opts.compiled ? [join(repoRoot, "dist/main.js")] : ["--import", "tsx", join(repoRoot, "src/main.ts")]),
     `--node=${node.name}`,
     `--kubeconfig=${kubeconfigPath}`,

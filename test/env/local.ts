@@ -2,7 +2,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { installCrds, kubectl } from "../support/kube.js";
 import { labAgent } from "./agents.js";
 import { down, up } from "./lab.js";
-import { nodes } from "./paths.js";
+import { nodes, repoRoot } from "./paths.js";
+import { run } from "./proc.js";
 
 /**
  * The local mode behind `npm start`: the lab, the CRDs, the examples, one agent per node sandbox
@@ -12,7 +13,9 @@ import { nodes } from "./paths.js";
  */
 export async function runLocal(printEndpoints: () => void): Promise<void> {
   const started = await up();
-  const agents = nodes.map((node, i) => labAgent(node, { metricsPort: 9464 + i, accelerator: "auto" }));
+  // The agents run compiled, as the DaemonSet runs them.
+  await run("npm", ["run", "build"], { cwd: repoRoot });
+  const agents = nodes.map((node, i) => labAgent(node, { metricsPort: 9464 + i, accelerator: "auto", compiled: true }));
   let stopRequested = false;
   const stop = new Promise<void>((resolve) =>
     // `on`, not `once`: a second signal during the shutdown below must not kill us half-way.

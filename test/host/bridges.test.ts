@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { expectKind } from "../support/errors.js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { BridgeError, LinuxBridges } from "../../src/host/bridge/bridges.js";
+import { IpRoute } from "../../src/host/bridge/iproute.js";
 import { run, waitFor } from "../env/proc.js";
 
 // A namespace of this test's own: nothing it does can reach another namespace.
@@ -105,5 +106,25 @@ describe("Linux bridges through iproute2 JSON, in a test network namespace", () 
     await waitFor("a change notification", async () => (changes.length > before ? true : undefined), {
       timeoutMs: 5_000,
     });
+  });
+
+  it("reads the link table once per change, and sees a change made behind its back at once", async () => {
+    await new Promise((r) => setTimeout(r, 300)); // the last test's notifications are in
+    const reads = vi.spyOn(IpRoute.prototype, "json");
+    try {
+      await Promise.all([host.bridges(), host.links(), host.bridge("br-none")]);
+      await host.links();
+      expect(reads).toHaveBeenCalledTimes(1);
+      await ip("link", "add", "eth4", "type", "veth", "peer", "name", "eth4-peer");
+      await waitFor(
+        "eth4 read back",
+        async () => ((await host.links()).some((l) => l.name === "eth4") ? true : undefined),
+        {
+          timeoutMs: 5_000,
+        },
+      );
+    } finally {
+      reads.mockRestore();
+    }
   });
 });

@@ -23,6 +23,7 @@ describe("event recorder against the real apiserver", () => {
   it("records an event that kubectl describe would show", async () => {
     const recorder = new EventRecorder(kubeConfig, "kaktus-agent", "kaktus-a", pino({ level: "silent" }));
     await recorder.warning(target, "ImageInUse", "rbd/web-1-os has 1 watcher");
+    await recorder.flush();
     const [event] = await eventsOf();
     expect(event).toMatchObject({
       type: "Warning",
@@ -41,6 +42,7 @@ describe("event recorder against the real apiserver", () => {
     await new Promise((r) => setTimeout(r, 250));
     await recorder.normal(target, "Waiting", "waiting for Volume web-1-os");
     expect(recorder.writes).toBe(2);
+    await recorder.flush();
     const waiting = (await eventsOf()).filter((e) => e.reason === "Waiting");
     expect(waiting).toHaveLength(1);
     expect(waiting[0]?.count).toBe(51);

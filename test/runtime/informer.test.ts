@@ -105,3 +105,59 @@ describe("informer (list + supervised watch) against the real apiserver", () => 
     ).toEqual(["after-restart", "after-stall", "before-start"]);
   });
 });
+
+describe("an informer scoped by a selectable field (spec.node), against the real apiserver", () => {
+  const vmNs = `inf-vm-${randomBytes(3).toString("hex")}`;
+  const vmApi = { group, version: "v1alpha1", namespace: vmNs, plural: "virtualmachines" };
+  const vm = (name: string, node: string) => ({
+    apiVersion: `${group}/v1alpha1`,
+    kind: "VirtualMachine",
+    metadata: { name, namespace: vmNs },
+    spec: { node, runStrategy: "Halted", memory: "128Mi" },
+  });
+  const changes: { key: string; node: string | undefined }[] = [];
+  const informer = new Informer<{ metadata: { name: string; namespace: string }; spec: { node: string } }>(
+    kubeConfig,
+    { group, version: "v1alpha1", plural: "virtualmachines", fieldSelector: "spec.node=node-a" },
+    (key, obj) => changes.push({ key, node: obj?.spec.node }),
+    pino({ level: "silent" }),
+  );
+
+  beforeAll(async () => {
+    await installCrds();
+    await kubectl(["create", "namespace", vmNs]);
+    await api.createNamespacedCustomObject({ ...vmApi, body: vm("listed-a", "node-a") });
+    await api.createNamespacedCustomObject({ ...vmApi, body: vm("listed-b", "node-b") });
+    informer.start();
+    await informer.hasSynced;
+  });
+
+  afterAll(async () => {
+    await informer.stop();
+    await deleteNamespace(vmNs);
+  });
+
+  it("lists and watches only its node's objects", async () => {
+    const names = () =>
+      informer
+        .list()
+        .filter((v) => v.metadata.namespace === vmNs)
+        .map((v) => v.metadata.name)
+        .sort();
+    expect(names()).toEqual(["listed-a"]);
+    await api.createNamespacedCustomObject({ ...vmApi, body: vm("watched-b", "node-b") });
+    await api.createNamespacedCustomObject({ ...vmApi, body: vm("watched-a", "node-a") });
+    await waitFor("watched-a", async () => informer.get(`${vmNs}/watched-a`) ?? undefined, { timeoutMs: 30_000 });
+    await api.deleteNamespacedCustomObject({ ...vmApi, name: "watched-b" });
+    await api.deleteNamespacedCustomObject({ ...vmApi, name: "listed-a" });
+    await waitFor("listed-a gone", async () => (informer.get(`${vmNs}/listed-a`) ? undefined : true), {
+      timeoutMs: 30_000,
+    });
+    expect(names()).toEqual(["watched-a"]);
+    expect(changes.filter((c) => c.key.startsWith(`${vmNs}/`))).toEqual([
+      { key: `${vmNs}/listed-a`, node: "node-a" },
+      { key: `${vmNs}/watched-a`, node: "node-a" },
+      { key: `${vmNs}/listed-a`, node: undefined },
+    ]);
+  });
+});

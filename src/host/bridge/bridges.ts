@@ -96,8 +96,34 @@ export class LinuxBridges implements BridgeHost {
     this.ip = new IpRoute(netns);
   }
 
-  private async rawLinks(): Promise<IpLink[]> {
-    return this.ip.json<IpLink[]>(["-d", "link", "show"], "list links");
+  /**
+   * The link table, read once per change rather than once per question: each read is an `ip`
+   * process, and a fork of the agent costs its event loop milliseconds. Kept only while `ip monitor`
+   * runs (it says when the table changed); dropped on each of its lines and after each change made here.
+   */
+  private snapshot: Promise<IpLink[]> | undefined;
+
+  private rawLinks(): Promise<IpLink[]> {
+    if (this.snapshot) return this.snapshot;
+    const read = this.ip.json<IpLink[]>(["-d", "link", "show"], "list links");
+    if (this.monitor && this.monitor.exitCode === null) {
+      this.snapshot = read;
+      read.catch(() => this.forget(read));
+    }
+    return read;
+  }
+
+  private forget(read?: Promise<IpLink[]>): void {
+    if (!read || this.snapshot === read) this.snapshot = undefined;
+  }
+
+  /** A change to the host's links: the snapshot is dropped once it is done (or failed). */
+  private async change(args: readonly string[], operation: string): Promise<void> {
+    try {
+      await this.ip.run(args, operation);
+    } finally {
+      this.forget();
+    }
   }
 
   async links(): Promise<LinkInfo[]> {
@@ -135,11 +161,11 @@ export class LinuxBridges implements BridgeHost {
     // One netlink request: if the kernel refuses a setting, it creates nothing.
     await this.addMarked(name, ["type", "bridge", ...bridgeArgs(settings)], alias, op);
     try {
-      if (settings.mtu !== undefined) await this.ip.run(["link", "set", "dev", name, "mtu", String(settings.mtu)], op);
-      await this.ip.run(["link", "set", "dev", name, "up"], op);
+      if (settings.mtu !== undefined) await this.change(["link", "set", "dev", name, "mtu", String(settings.mtu)], op);
+      await this.change(["link", "set", "dev", name, "up"], op);
     } catch (err) {
       // What this call created and could not finish, it removes: no half-made bridge stays behind.
-      await this.ip.run(["link", "del", "dev", name], op).catch(() => undefined);
+      await this.change(["link", "del", "dev", name], op).catch(() => undefined);
       throw err;
     }
   }
@@ -151,36 +177,36 @@ export class LinuxBridges implements BridgeHost {
    */
   private async addMarked(name: string, args: string[], alias: string, op: string, parent?: string): Promise<void> {
     const tmp = temporaryLink();
-    await this.ip.run(["link", "add", ...(parent ? ["link", parent] : []), "name", tmp, ...args], op);
+    await this.change(["link", "add", ...(parent ? ["link", parent] : []), "name", tmp, ...args], op);
     try {
-      await this.ip.run(["link", "set", "dev", tmp, "alias", alias], op);
-      await this.ip.run(["link", "set", "dev", tmp, "name", name], op);
+      await this.change(["link", "set", "dev", tmp, "alias", alias], op);
+      await this.change(["link", "set", "dev", tmp, "name", name], op);
     } catch (err) {
-      await this.ip.run(["link", "del", "dev", tmp], op).catch(() => undefined);
+      await this.change(["link", "del", "dev", tmp], op).catch(() => undefined);
       throw err;
     }
   }
 
   async setAlias(name: string, alias: string): Promise<void> {
-    await this.ip.run(["link", "set", "dev", name, "alias", alias], `mark ${name}`);
+    await this.change(["link", "set", "dev", name, "alias", alias], `mark ${name}`);
   }
 
   async updateBridge(name: string, settings: BridgeSettings): Promise<void> {
     const op = `update bridge ${name}`;
     const args = bridgeArgs(settings);
-    if (args.length) await this.ip.run(["link", "set", "dev", name, "type", "bridge", ...args], op);
-    if (settings.mtu !== undefined) await this.ip.run(["link", "set", "dev", name, "mtu", String(settings.mtu)], op);
-    await this.ip.run(["link", "set", "dev", name, "up"], op);
+    if (args.length) await this.change(["link", "set", "dev", name, "type", "bridge", ...args], op);
+    if (settings.mtu !== undefined) await this.change(["link", "set", "dev", name, "mtu", String(settings.mtu)], op);
+    await this.change(["link", "set", "dev", name, "up"], op);
   }
 
   async addPort(bridge: string, port: string): Promise<void> {
     const op = `add port ${port} to ${bridge}`;
-    await this.ip.run(["link", "set", "dev", port, "master", bridge], op);
-    await this.ip.run(["link", "set", "dev", port, "up"], op);
+    await this.change(["link", "set", "dev", port, "master", bridge], op);
+    await this.change(["link", "set", "dev", port, "up"], op);
   }
 
   async removePort(port: string): Promise<void> {
-    await this.ip.run(["link", "set", "dev", port, "nomaster"], `remove port ${port}`);
+    await this.change(["link", "set", "dev", port, "nomaster"], `remove port ${port}`);
   }
 
   async createVlan(parent: string, id: number, alias: string): Promise<string> {
@@ -192,13 +218,14 @@ export class LinuxBridges implements BridgeHost {
   }
 
   async deleteLink(name: string): Promise<void> {
-    await this.ip.run(["link", "del", "dev", name], `delete ${name}`);
+    await this.change(["link", "del", "dev", name], `delete ${name}`);
   }
 
   onChange(listener: () => void): () => void {
     this.listeners.add(listener);
     // One monitor per host, coalescing bursts (a bridge create is several netlink messages).
     this.monitor ??= this.ip.monitor(() => {
+      this.forget();
       this.pending ??= setTimeout(() => {
         this.pending = undefined;
         for (const l of this.listeners) l();
@@ -211,6 +238,7 @@ export class LinuxBridges implements BridgeHost {
   }
 
   private stopMonitor(): void {
+    this.forget();
     this.monitor?.kill();
     this.monitor = undefined;
     clearTimeout(this.pending);
