@@ -127,10 +127,15 @@ const cpuOf = (stat: string) => {
  * where the two cores went while the operator converged.
  */
 function machineCpu(): Record<string, number> {
+  return cpuByName("/proc");
+}
+
+/** CPU seconds by the name (comm) of the processes under `dir` (/proc) or the threads (/proc/PID/task). */
+function cpuByName(dir: string): Record<string, number> {
   const byProgram: Record<string, number> = {};
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+  for (const pid of readdirSync(dir).filter((d) => /^\d+$/.test(d))) {
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const stat = readFileSync(`${dir}/${pid}/stat`, "utf8");
       const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
       byProgram[comm] = (byProgram[comm] ?? 0) + cpuOf(stat);
     } catch {
@@ -151,29 +156,36 @@ function busiest(before: Record<string, number>, after: Record<string, number>, 
 }
 
 /** CPU seconds (user + system) and peak RSS of a process, from /proc. */
-function processFigures(pid: number | undefined): { cpuSeconds: number; peakRssMiB: number } {
-  if (!pid) return { cpuSeconds: NaN, peakRssMiB: NaN };
+function processFigures(pid: number | undefined): { cpuSeconds: number; peakRssMiB: number; rssMiB: number } {
+  if (!pid) return { cpuSeconds: NaN, peakRssMiB: NaN, rssMiB: NaN };
   const cpuSeconds = cpuOf(readFileSync(`/proc/${pid}/stat`, "utf8"));
-  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return { cpuSeconds, peakRssMiB: hwm ? Number(hwm[1]) / 1024 : NaN };
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kB = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN) / 1024;
+  return { cpuSeconds, peakRssMiB: kB("VmHWM"), rssMiB: kB("VmRSS") };
 }
 
 async function counters(agents: Agent[]) {
-  const sumOf = async (name: string) =>
-    (await Promise.all(agents.map((a) => a.metric(name)))).reduce((x, y) => x + y, 0);
-  const writesOf = async (resource: string) =>
-    (await Promise.all(agents.map((a) => a.metric("kaktus_api_writes_total", { resource })))).reduce(
-      (x, y) => x + y,
-      0,
-    );
-  const resources = ["virtualmachines", "volumes", "bridges", "events", "nodes"];
+  const sum = async (name: string, labels: Record<string, string> = {}) =>
+    (await Promise.all(agents.map((a) => a.metric(name, labels)))).reduce((x, y) => x + y, 0);
+  const by = async (name: string, label: string, values: string[]) =>
+    Object.fromEntries(await Promise.all(values.map(async (v) => [v, await sum(name, { [label]: v })] as const)));
   return {
-    reconciles: await sumOf("kaktus_reconcile_total"),
-    writes: await sumOf("kaktus_api_writes_total"),
-    mutations: await sumOf("kaktus_host_mutations_total"),
-    writesByResource: Object.fromEntries(
-      await Promise.all(resources.map(async (r) => [r, await writesOf(r)] as const)),
-    ),
+    reconciles: await sum("kaktus_reconcile_total"),
+    writes: await sum("kaktus_api_writes_total"),
+    mutations: await sum("kaktus_host_mutations_total"),
+    writesByResource: await by("kaktus_api_writes_total", "resource", [
+      "virtualmachines",
+      "volumes",
+      "bridges",
+      "events",
+      "nodes",
+    ]),
+    reconcilesByController: await by("kaktus_reconcile_total", "controller", [
+      "virtualmachine",
+      "volume",
+      "bridge",
+      "fence",
+    ]),
   };
 }
 
@@ -225,7 +237,9 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
     writeFileSync(manifest, JSON.stringify({ apiVersion: "v1", kind: "List", items: objects(n, bridges) }));
     const before = await counters(agents);
     const cpuBefore = agents.map((a) => processFigures(a.pid()).cpuSeconds);
+    const idleRss = agents.map((a) => processFigures(a.pid()).rssMiB);
     const machineBefore = machineCpu();
+    const threadsBefore = agents.map((a) => cpuByName(`/proc/${a.pid()}/task`));
     await Promise.all(agents.map((a) => a.metric("kaktus_nodejs_eventloop_lag_max_seconds"))); // resets the window
     const started = performance.now();
     await kubectl(["apply", "--server-side", "-f", manifest]);
@@ -245,6 +259,7 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
     }
     const convergeSeconds = (performance.now() - started) / 1000;
     const machineCpuSeconds = busiest(machineBefore, machineCpu());
+    const threadCpuSeconds = agents.map((a, i) => busiest(threadsBefore[i]!, cpuByName(`/proc/${a.pid()}/task`), 6));
     // One scrape per agent: each scrape starts a new event-loop delay window.
     const eventLoopMs = operator === "kaktus" ? await eventLoopDelay(agents) : null;
     await sleep(5_000); // late echoes count
@@ -254,9 +269,8 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
     );
     const procs = agents.map((a, i) => ({ ...processFigures(a.pid()), cpuBefore: cpuBefore[i]! }));
     const perObject = (k: "reconciles" | "writes" | "mutations") => round((converged[k] - before[k]) / total);
-    const writesByResource = Object.fromEntries(
-      Object.entries(converged.writesByResource).map(([r, w]) => [r, w - before.writesByResource[r]!]),
-    );
+    const delta = (after: Record<string, number>, earlier: Record<string, number>) =>
+      Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - earlier[k]!]));
 
     console.error(`[bench] converged in ${round(convergeSeconds)} s; steady window ${steadySeconds} s`);
     await sleep(steadySeconds * 1000);
@@ -275,12 +289,15 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
       secondsPerObject: round(convergeSeconds / total),
       reconcilesPerObject: perObject("reconciles"),
       apiWritesPerObject: perObject("writes"),
-      apiWritesByResource: writesByResource,
+      apiWritesByResource: delta(converged.writesByResource, before.writesByResource),
+      reconcilesByController: delta(converged.reconcilesByController, before.reconcilesByController),
       hostMutationsPerObject: perObject("mutations"),
       agents: procs.map((p, i) => ({
         node: nodes[i]!.name,
         cpuSeconds: round(p.cpuSeconds - p.cpuBefore),
+        idleRssMiB: round(idleRss[i]!),
         peakRssMiB: round(p.peakRssMiB),
+        threadCpuSeconds: threadCpuSeconds[i],
         ...(operator === "kaktus" ? { heapUsedMiB: heapMiB[i] } : {}),
       })),
       eventLoopDelayMs: eventLoopMs,
@@ -290,9 +307,7 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
         resyncSeconds,
         reconciles: steady.reconciles - converged.reconciles,
         apiWrites: steady.writes - converged.writes,
-        apiWritesByResource: Object.fromEntries(
-          Object.entries(steady.writesByResource).map(([r, w]) => [r, w - converged.writesByResource[r]!]),
-        ),
+        apiWritesByResource: delta(steady.writesByResource, converged.writesByResource),
         hostMutations: steady.mutations - converged.mutations,
       },
       drift,

@@ -53,6 +53,12 @@ export function setupBridges(manager: Manager, deps: BridgeDeps): Controller {
     nodes.list().map((n) => ({ name: n.metadata.name, labels: n.metadata.labels ?? {} }));
   const self = () => nodes.get(node);
   const selected = (b: Bridge) => matchesSelector(b.spec.nodeSelector, self()?.metadata.labels ?? {});
+  const needsCleanup = (b: Bridge) =>
+    b.metadata.deletionTimestamp !== undefined || (self() !== undefined && !selected(b));
+  const leaving = (name: string) => {
+    const b = bridges.get(name);
+    return b !== undefined && needsCleanup(b);
+  };
   const bridgeRefs = (vm: VirtualMachine) =>
     vm.spec.node === node ? (vm.spec.interfaces ?? []).map((i) => i.bridgeRef) : [];
   const observe = async (b: Bridge) => ({
@@ -72,14 +78,18 @@ export function setupBridges(manager: Manager, deps: BridgeDeps): Controller {
         () => allBridges(),
         changedIn((n) => n.metadata.labels ?? {}),
       )
-      // A bridge's removal waits for the VMs on this node whose NICs use it.
-      .watches(vms, (vm, old) => new Set([...bridgeRefs(vm), ...(old ? bridgeRefs(old) : [])]), changedIn(bridgeRefs))
+      // A bridge's removal waits for the VMs on this node whose NICs use it (a bridge that stays does not).
+      .watches(
+        vms,
+        (vm, old) => [...new Set([...bridgeRefs(vm), ...(old ? bridgeRefs(old) : [])])].filter(leaving),
+        changedIn(bridgeRefs),
+      )
       // A link change may be a bridge deleted behind the operator's back.
       .watchesHost((enqueue) => network.onChange(() => allBridges().forEach(enqueue)))
       .reconcile<BridgeStatus>({
         finalizer: bridgeFinalizer(node),
         // Without its own Node the agent cannot tell whether it is selected: it never cleans up then.
-        needsCleanup: (b) => b.metadata.deletionTimestamp !== undefined || (self() !== undefined && !selected(b)),
+        needsCleanup,
         async apply(b, ctx) {
           if (!self()) {
             ctx.log.warn({ node }, "this agent's Node does not exist; bridges wait for it");

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { VirtualMachine } from "../api/virtualmachine.js";
 import type { Volume } from "../api/volume.js";
 import { claimedByOther, claimOf, claimPatch, releasePatch } from "./claims.js";
+import { ownClaimEcho } from "./indexes.js";
 
 const vm = (uid: string): VirtualMachine => ({
   apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
@@ -50,5 +51,15 @@ describe("Volume claims", () => {
       { op: "remove", path: "/status/attachedTo" },
     ]);
     expect(releasePatch(held, "u2")).toEqual([]);
+  });
+
+  it("a claim's echo wakes the VMs waiting for the Volume, not the VM that made it", () => {
+    const claimed = volume(claimOf(vm("u1"), "kaktus-a"));
+    expect(ownClaimEcho(claimed, volume(), vm("u1"))).toBe(true);
+    expect(ownClaimEcho(claimed, volume(), vm("u2"))).toBe(false);
+    // Grown meanwhile: the holder has something to learn.
+    const grown = { ...claimed, spec: { ...claimed.spec, size: "2Gi" } };
+    expect(ownClaimEcho(grown, volume(), vm("u1"))).toBe(false);
+    expect(ownClaimEcho(claimed, undefined, vm("u1"))).toBe(false);
   });
 });

@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from "node:util";
 import type { Bridge } from "../api/bridge.js";
 import { namespaceOf } from "../api/names.js";
 import type { VirtualMachine } from "../api/virtualmachine.js";
@@ -37,13 +38,21 @@ export function volumesBySource(volumes: SharedInformer<Volume>) {
   return (volumeKey: string) => volumes.byIndex("by-source", volumeKey);
 }
 
-/** What a VM reads from a Volume: readiness (with WaitingForResize), size, deletion, who holds it. */
-export const volumeState = (v: Volume) => [
+/** What a VM reads from a Volume, apart from who holds it: readiness (with WaitingForResize), size, deletion. */
+const volumeReadiness = (v: Volume) => [
   conditionState(v.status?.conditions, "Ready"),
   v.spec.size,
   v.metadata.deletionTimestamp,
-  v.status?.attachedTo?.uid,
 ];
+
+/** What a VM reads from a Volume: its readiness, and who holds it. */
+export const volumeState = (v: Volume) => [...volumeReadiness(v), v.status?.attachedTo?.uid];
+
+/** Only the holder changed, to `vm`: the VM made that claim itself and has nothing to learn from it. */
+export const ownClaimEcho = (v: Volume, old: Volume | undefined, vm: VirtualMachine) =>
+  old !== undefined &&
+  v.status?.attachedTo?.uid === vm.metadata.uid &&
+  isDeepStrictEqual(volumeReadiness(v), volumeReadiness(old));
 
 /** What a VM reads from a Bridge: its Linux name and whether it is ready on the VM's node. */
 export const bridgeState = (b: Bridge, node: string) => [

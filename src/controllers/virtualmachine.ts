@@ -12,7 +12,7 @@ import { changedIn, specOrMetaChanged } from "../runtime/filters.js";
 import { objectKey } from "../runtime/informer.js";
 import type { Manager } from "../runtime/manager.js";
 import type { PlannedEvent, ReconcileContext } from "../runtime/reconciler.js";
-import { bridgeState, vmsByBridge, vmsByNode, vmsByVolume, volumeState } from "./indexes.js";
+import { bridgeState, ownClaimEcho, vmsByBridge, vmsByNode, vmsByVolume, volumeState } from "./indexes.js";
 import {
   growingDisks,
   isActive,
@@ -66,7 +66,12 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
     manager
       .controller<VirtualMachine>("virtualmachine", kinds.virtualMachine, scope)
       .for({ filter: specOrMetaChanged, owns: local })
-      .watches(volumes, (v) => keys(usersOfVolume(objectKey(v))), changedIn(volumeState))
+      // A Volume's readiness, size, deletion or holder; not the claim a VM of this node just made, for itself.
+      .watches(
+        volumes,
+        (v, old) => keys(usersOfVolume(objectKey(v)).filter((vm) => !ownClaimEcho(v, old, vm))),
+        changedIn(volumeState),
+      )
       .watches(
         bridges,
         (b) => keys(usersOfBridge(b.metadata.name)),

@@ -61,8 +61,19 @@ export class VmExecutor {
   readonly starts = new StartBackoff();
   /** Graceful-shutdown deadlines of domains whose object is gone (nowhere else to keep them), by key. */
   private readonly orphanDeadlines = new Map<string, number>();
+  /**
+   * The "defined" event each of our own defines causes, expected until a deadline (as
+   * controller-runtime's expectations): the reconcile that defined it has nothing to learn from it.
+   */
+  private readonly ownDefines = new Map<string, number>();
 
   constructor(private readonly host: VmHost) {}
+
+  private ownDefine(name: string): boolean {
+    const until = this.ownDefines.get(name);
+    this.ownDefines.delete(name);
+    return until !== undefined && Date.now() <= until;
+  }
 
   /**
    * Domain events as keys: lifecycle events name their VM; after libvirtd was away, every VM of the
@@ -77,7 +88,10 @@ export class VmExecutor {
     );
     let connected = true;
     return hv.onEvent((e) => {
-      if (e.type === "lifecycle") return void (domainKey(e.name) && enqueue(domainKey(e.name)!));
+      if (e.type === "lifecycle") {
+        if (e.event === "defined" && this.ownDefine(e.name)) return;
+        return void (domainKey(e.name) && enqueue(domainKey(e.name)!));
+      }
       if (e.type === "connected" && !connected) all().forEach(enqueue);
       connected = e.type === "connected";
     });
@@ -191,7 +205,13 @@ export class VmExecutor {
       case "seed":
         return void (await media.write(name, step.data));
       case "define":
-        return void (await hv.define(step.xml));
+        this.ownDefines.set(name, Date.now() + 5_000);
+        try {
+          return void (await hv.define(step.xml));
+        } catch (err) {
+          this.ownDefines.delete(name);
+          throw err;
+        }
       case "autostart":
         return void (await hv.setAutostart(name, step.on));
       case "replug":

@@ -117,6 +117,7 @@ export class Informer<T extends KubeObject> {
     this.stats.lists++;
     const seen = new Set<string>();
     for (const obj of list.items) {
+      stripManagedFields(obj);
       const key = objectKey(obj);
       seen.add(key);
       const old = this.cache.get(key);
@@ -196,6 +197,7 @@ export class Informer<T extends KubeObject> {
   }
 
   private apply(type: string, obj: T): void {
+    stripManagedFields(obj);
     const key = objectKey(obj);
     const old = this.cache.get(key);
     if (type === "DELETED") {
@@ -208,6 +210,15 @@ export class Informer<T extends KubeObject> {
     this.cache.set(key, obj);
     this.onChange(key, obj, old);
   }
+}
+
+/**
+ * Server-side apply's bookkeeping (metadata.managedFields) is often the largest part of an object
+ * and nothing here reads it: dropped before caching, as controller-runtime's
+ * TransformStripManagedFields does.
+ */
+function stripManagedFields(obj: KubeObject): void {
+  delete (obj.metadata as { managedFields?: unknown }).managedFields;
 }
 
 /** resourceVersions are opaque, but etcd's are integers: compare them as such when they are. */

@@ -60,6 +60,8 @@ describe("informer (list + supervised watch) against the real apiserver", () => 
 
   it("lists what exists, then streams adds, updates and deletes", async () => {
     expect(informer.get(`${ns}/before-start`)?.spec.size).toBe("1Gi");
+    // The apiserver's managedFields are not kept in the cache (memory).
+    expect(informer.get(`${ns}/before-start`)?.metadata).not.toHaveProperty("managedFields");
     await create("added");
     await seen(`${ns}/added`, "1Gi");
     await api.patchNamespacedCustomObject(
