@@ -274,6 +274,8 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
 
     console.error(`[bench] converged in ${round(convergeSeconds)} s; steady window ${steadySeconds} s`);
     await sleep(steadySeconds * 1000);
+    // The window since the last scrape: the steady state, with its resyncs.
+    const steadyEventLoopMs = operator === "kaktus" ? await eventLoopDelay(agents) : null;
     const steady = await counters(agents);
 
     const drift = await driftStorm(driftDomains, driftBridges);
@@ -308,6 +310,7 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
         reconciles: steady.reconciles - converged.reconciles,
         apiWrites: steady.writes - converged.writes,
         apiWritesByResource: delta(steady.writesByResource, converged.writesByResource),
+        eventLoopDelayMs: steadyEventLoopMs,
         hostMutations: steady.mutations - converged.mutations,
       },
       drift,
