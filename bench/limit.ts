@@ -104,22 +104,26 @@ const domainXml = (name: string) =>
   `<domain type='qemu'><name>${name}</name><memory unit='MiB'>128</memory><os><type arch='x86_64'>hvm</type></os>` +
   `<devices><interface type='bridge'><source bridge='kbs0'/><model type='virtio'/></interface></devices></domain>`;
 
+/** `workers`: the adapters' threads, as the agent has them; as many calls in flight as a controller has workers. */
 async function hostFigures(sample: number, workers: number) {
   const prefix = `limit-${randomBytes(3).toString("hex")}`;
-  const rbd = new RbdClient({ confPath: cephConfPath, user: "admin" });
-  const libvirt = new LibvirtClient(nodes[0]!.libvirtUri);
+  const rbd = new RbdClient({ confPath: cephConfPath, user: "admin" }, { workers });
+  const libvirt = new LibvirtClient(nodes[0]!.libvirtUri, { workers });
+  const inFlight = 4;
   const network = new LinuxBridges(nodes[0]!.netns);
   try {
-    const rbdCreatesPerSecond = await hostRate(sample, workers, (i) => rbd.create("rbd", `${prefix}-${i}`, 16n << 20n));
-    await timed([...Array(sample).keys()], workers, (i) => rbd.remove("rbd", `${prefix}-${i}`));
-    const definesPerSecond = await hostRate(sample, workers, (i) => libvirt.define(domainXml(`${prefix}-${i}`)));
-    await timed([...Array(sample).keys()], workers, (i) => libvirt.undefine(`${prefix}-${i}`));
+    const rbdCreatesPerSecond = await hostRate(sample, inFlight, (i) =>
+      rbd.create("rbd", `${prefix}-${i}`, 16n << 20n),
+    );
+    await timed([...Array(sample).keys()], inFlight, (i) => rbd.remove("rbd", `${prefix}-${i}`));
+    const definesPerSecond = await hostRate(sample, inFlight, (i) => libvirt.define(domainXml(`${prefix}-${i}`)));
+    await timed([...Array(sample).keys()], inFlight, (i) => libvirt.undefine(`${prefix}-${i}`));
     const bridgeCount = 10;
     const link = (i: number) => `klim${i}`;
-    const bridgeCreatesPerSecond = await hostRate(bridgeCount, workers, (i) =>
+    const bridgeCreatesPerSecond = await hostRate(bridgeCount, inFlight, (i) =>
       network.createBridge(link(i), {}, prefix),
     );
-    await timed([...Array(bridgeCount).keys()], workers, (i) => network.deleteLink(link(i)));
+    await timed([...Array(bridgeCount).keys()], inFlight, (i) => network.deleteLink(link(i)));
     return { rbdCreatesPerSecond, definesPerSecond, bridgeCreatesPerSecond };
   } finally {
     network.close();
@@ -133,7 +137,7 @@ async function hostFigures(sample: number, workers: number) {
  */
 export async function limitBenchmark(
   items: ScaleObject[],
-  opts: { inFlight: number; n: number; bridges: number; clean: () => Promise<void> },
+  opts: { inFlight: number; hostWorkers: number; n: number; bridges: number; clean: () => Promise<void> },
 ): Promise<LimitFigures> {
   const manifest = join(labDir, "bench-limit.json");
   writeFileSync(manifest, JSON.stringify({ apiVersion: "v1", kind: "List", items }));
@@ -142,7 +146,7 @@ export async function limitBenchmark(
   const applySeconds = (performance.now() - started) / 1000;
   const api = await apiFigures(items, opts.inFlight);
   await opts.clean();
-  const host = await hostFigures(Math.min(opts.n, 200), 2);
+  const host = await hostFigures(Math.min(opts.n, 200), opts.hostWorkers);
   // The Volume leader makes every image; each node defines its half of the domains and makes its bridges.
   const perNode = (count: number) => Math.ceil(count / nodes.length);
   const hostSeconds = Math.max(

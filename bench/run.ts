@@ -11,7 +11,7 @@ import { growthTable, scaleBenchmark, scaleLimit, type ScaleOptions } from "./sc
  *   npm run bench -- [SUITE...] [--OPTION=VALUE...]     (default: every suite)
  * Options of the scale suite: --n=100,300,1000 (default 1000), --operators=kaktus,peer (default
  * both), --steady=SECONDS (default 300), --drift-domains=100, --drift-bridges=5, --profile=DIR (the
- * operator's V8 CPU profiles, one per agent).
+ * operator's V8 CPU profiles, one per agent), --host-workers=N (the operator's, default 1).
  * The lab components a suite needs are started if they are not running (and left running).
  */
 type Suite = () => Promise<unknown>;
@@ -49,7 +49,7 @@ const suites: Record<string, Suite> = {
     if (operators.includes("peer")) await buildPeer();
     const rows: Record<string, unknown>[] = [];
     for (const n of option("n", "1000").split(",").map(Number)) {
-      const limit = await scaleLimit(n);
+      const limit = await scaleLimit(n, Number(option("host-workers", "1")));
       rows.push({ operator: "limit", n, convergeSeconds: limit.irreducibleSeconds, limit });
       for (const operator of operators) {
         const row = await scaleBenchmark({
@@ -59,6 +59,7 @@ const suites: Record<string, Suite> = {
           driftDomains: Number(option("drift-domains", "100")),
           driftBridges: Number(option("drift-bridges", "5")),
           ...(option("profile", "") ? { profileDir: option("profile", "") } : {}),
+          hostWorkers: Number(option("host-workers", "1")),
         });
         rows.push({ ...row, ratioToLimit: round(Number(row.convergeSeconds) / limit.irreducibleSeconds) });
         console.error(growthTable(rows));

@@ -14,7 +14,10 @@ import {
   type LabNode,
 } from "../test/env/lab.js";
 import { run } from "../test/env/proc.js";
-import { installCrds, kubectl } from "../test/support/kube.js";
+import { installCrds, kubeConfig, kubectl } from "../test/support/kube.js";
+import { pino } from "pino";
+import type { Condition } from "../src/runtime/conditions.js";
+import { Informer, type KubeObject } from "../src/runtime/informer.js";
 import { limitBenchmark, type LimitFigures, type ScaleObject } from "./limit.js";
 import { peerBinary } from "./peer.js";
 
@@ -35,6 +38,8 @@ export interface ScaleOptions {
   driftBridges?: number;
   /** A directory for the operator's V8 CPU profiles (written when the agents stop). */
   profileDir?: string;
+  /** The operator's --host-workers (unset: its default). */
+  hostWorkers?: number;
 }
 
 type Agent = ReturnType<typeof agentProcess>;
@@ -42,12 +47,16 @@ const ns = "bench-scale";
 const group = "kaktus.kowabunga.cloud";
 const linkOf = (i: number) => `kbs${i}`;
 
-function startAgents(operator: ScaleOptions["operator"], resyncSeconds: number, profileDir?: string): Agent[] {
+function startAgents(operator: ScaleOptions["operator"], resyncSeconds: number, opts: ScaleOptions): Agent[] {
+  const { profileDir, hostWorkers } = opts;
   return nodes.map((node, i) => {
     const opts: AgentOptions = {
       metricsPort: 9480 + i,
       resyncSeconds,
-      args: [`--sync-period=${resyncSeconds}`],
+      args: [
+        `--sync-period=${resyncSeconds}`,
+        ...(hostWorkers && operator === "kaktus" ? [`--host-workers=${hostWorkers}`] : []),
+      ],
       compiled: true,
       ...(profileDir ? { nodeArgs: ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] } : {}),
     };
@@ -104,16 +113,38 @@ function objects(n: number, bridges: number): ScaleObject[] {
   return [...bridgeItems, ...volumes, ...vms];
 }
 
-/** How many objects of a resource say Ready=True. */
-async function readyCount(resource: string, namespaced: boolean): Promise<number> {
-  const out = await kubectl([
-    "get",
-    resource,
-    ...(namespaced ? ["-n", ns] : ["-l", "bench=scale"]),
-    "-o",
-    'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}',
-  ]);
-  return out.split("\n").filter((l) => l === "True").length;
+type BenchObject = KubeObject & {
+  metadata: { labels?: Record<string, string> };
+  status?: { conditions?: Condition[] };
+};
+
+/**
+ * Which bench objects say Ready=True, kept by watches: polling lists of every object would cost
+ * the apiserver (the bottleneck here) more than the operator's own writes.
+ */
+function readiness(): { count: () => number; synced: Promise<void>; stop: () => Promise<void> } {
+  const ready = new Set<string>();
+  const log = pino({ level: "silent" });
+  const informers = ["bridges", "volumes", "virtualmachines"].map(
+    (plural) =>
+      new Informer<BenchObject>(
+        kubeConfig,
+        { group, version: "v1alpha1", plural },
+        (key, obj) => {
+          const ours = obj && (obj.metadata.namespace === ns || obj.metadata.labels?.bench === "scale");
+          const isReady = ours && obj.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True");
+          if (isReady) ready.add(`${plural}/${key}`);
+          else ready.delete(`${plural}/${key}`);
+        },
+        log,
+      ),
+  );
+  for (const i of informers) i.start();
+  return {
+    count: () => ready.size,
+    synced: Promise.all(informers.map((i) => i.hasSynced)).then(() => undefined),
+    stop: () => Promise.all(informers.map((i) => i.stop())).then(() => undefined),
+  };
 }
 
 /** CPU seconds (user + system) from a /proc stat line. */
@@ -211,13 +242,13 @@ async function clean(): Promise<void> {
 }
 
 /** The scenario's limit on this lab (./limit.ts), measured with no agent running. */
-export async function scaleLimit(n: number, bridges = 20): Promise<LimitFigures> {
+export async function scaleLimit(n: number, hostWorkers: number, bridges = 20): Promise<LimitFigures> {
   console.error(`[bench] scale limit N=${n}`);
   await installCrds();
   await clean();
   await kubectl(["create", "namespace", ns]);
   // The operators' concurrency: two agents, four workers per controller.
-  return limitBenchmark(objects(n, bridges), { inFlight: 8, n, bridges, clean });
+  return limitBenchmark(objects(n, bridges), { inFlight: 8, hostWorkers, n, bridges, clean });
 }
 
 export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string, unknown>> {
@@ -230,7 +261,7 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
   await installCrds();
   await clean();
   await kubectl(["create", "namespace", ns]);
-  const agents = startAgents(operator, resyncSeconds, opts.profileDir);
+  const agents = startAgents(operator, resyncSeconds, opts);
   await Promise.all(agents.map((a) => a.start()));
   try {
     const manifest = join(labDir, "bench-scale.json");
@@ -241,21 +272,20 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
     const machineBefore = machineCpu();
     const threadsBefore = agents.map((a) => cpuByName(`/proc/${a.pid()}/task`));
     await Promise.all(agents.map((a) => a.metric("kaktus_nodejs_eventloop_lag_max_seconds"))); // resets the window
+    const watched = readiness();
+    await watched.synced;
     const started = performance.now();
     await kubectl(["apply", "--server-side", "-f", manifest]);
     const applySeconds = (performance.now() - started) / 1000;
     const deadline = Date.now() + (120 + n) * 1000;
-    for (;;) {
-      const ready = (
-        await Promise.all([
-          readyCount(`bridges.${group}`, false),
-          readyCount(`volumes.${group}`, true),
-          readyCount(`virtualmachines.${group}`, true),
-        ])
-      ).reduce((x, y) => x + y, 0);
-      if (ready === total) break;
-      if (Date.now() > deadline) throw new Error(`scale ${operator} N=${n}: ${ready}/${total} Ready at the deadline`);
-      await sleep(500);
+    try {
+      while (watched.count() < total) {
+        if (Date.now() > deadline)
+          throw new Error(`scale ${operator} N=${n}: ${watched.count()}/${total} Ready at the deadline`);
+        await sleep(50);
+      }
+    } finally {
+      await watched.stop();
     }
     const convergeSeconds = (performance.now() - started) / 1000;
     const machineCpuSeconds = busiest(machineBefore, machineCpu());

@@ -28,6 +28,8 @@ export interface AgentConfig {
   /** Where cloud-init seed images and probe files are written (QEMU must be able to read it). */
   stateDir: string;
   workers: number;
+  /** Threads (each with its own connection) for libvirt calls, and as many for RBD calls. */
+  hostWorkers: number;
   resyncSeconds: number;
   /** Every cached object is looked at again this often, whatever its last reconcile said. */
   syncPeriodSeconds: number;
@@ -143,9 +145,10 @@ export class Agent {
 /** The host adapters, their mutating calls counted per host and operation. */
 function hostAdapters(config: AgentConfig, metrics: Metrics) {
   const { user, keyringPath, confPath } = config.ceph;
+  const workers = config.hostWorkers;
   return {
-    libvirt: metrics.counted("libvirt", new LibvirtClient(config.libvirtUri), libvirtMutations),
-    rbd: metrics.counted("rbd", new RbdClient({ confPath, user, keyringPath }), rbdMutations),
+    libvirt: metrics.counted("libvirt", new LibvirtClient(config.libvirtUri, { workers }), libvirtMutations),
+    rbd: metrics.counted("rbd", new RbdClient({ confPath, user, keyringPath }, { workers }), rbdMutations),
     network: metrics.counted("bridge", new LinuxBridges(config.netns), bridgeMutations),
   };
 }

@@ -29,6 +29,8 @@ Every flag can also be given as an environment variable (shown in brackets).
   --probe-guest DIR       the probe guest (vmlinuz, initrd.img) booted to check KVM [KAKTUS_PROBE_GUEST]
                           default /usr/lib/kaktus-operator/probe-guest
   --workers N             concurrent reconciles per controller [KAKTUS_WORKERS] default 4
+  --host-workers N        threads making libvirt calls, and threads making RBD calls, each with its
+                          own connection [KAKTUS_HOST_WORKERS] default 1
   --resync SECONDS        drift check period for converged objects [KAKTUS_RESYNC] default 300
   --sync-period SECONDS   every cached object is queued again this often, even one whose
                           reconcile gave up [KAKTUS_SYNC_PERIOD] default 3600
@@ -53,6 +55,7 @@ const options = {
   "cpu-model": { type: "string", env: "KAKTUS_CPU_MODEL" },
   "probe-guest": { type: "string", env: "KAKTUS_PROBE_GUEST", default: "/usr/lib/kaktus-operator/probe-guest" },
   workers: { type: "string", env: "KAKTUS_WORKERS", default: "4" },
+  "host-workers": { type: "string", env: "KAKTUS_HOST_WORKERS", default: "1" },
   resync: { type: "string", env: "KAKTUS_RESYNC", default: "300" },
   "sync-period": { type: "string", env: "KAKTUS_SYNC_PERIOD", default: "3600" },
   "lease-namespace": { type: "string", env: "KAKTUS_LEASE_NAMESPACE", default: "kaktus-system" },
@@ -131,6 +134,7 @@ function configFrom(flags: Flags): AgentConfig & { metricsAddress: string } {
     ...(flags.netns ? { netns: flags.netns } : {}),
     stateDir: flags["state-dir"]!,
     workers: positiveInt("workers", flags.workers),
+    hostWorkers: positiveInt("host-workers", flags["host-workers"]),
     resyncSeconds: positiveInt("resync", flags.resync),
     syncPeriodSeconds: positiveInt("sync-period", flags["sync-period"]),
     pools: { pools: list(flags.pools), clonePools: list(flags["clone-pools"]) },
