@@ -60,6 +60,7 @@ const suites: Record<string, Suite> = {
           driftBridges: Number(option("drift-bridges", "5")),
           ...(option("profile", "") ? { profileDir: option("profile", "") } : {}),
           hostWorkers: Number(option("host-workers", "1")),
+          ...(option("log-level", "") ? { logLevel: option("log-level", "") } : {}),
         });
         rows.push({ ...row, ratioToLimit: round(Number(row.convergeSeconds) / limit.irreducibleSeconds) });
         console.error(growthTable(rows));

@@ -1,4 +1,5 @@
 import * as k8s from "@kubernetes/client-node";
+import type { Logger } from "pino";
 import type { Operation } from "./status.js";
 
 /** The object changed since it was read (a guarded patch's `test` failed): re-read and reconcile again. */
@@ -26,6 +27,8 @@ export class ResourceClient<T> {
   constructor(
     kc: k8s.KubeConfig,
     private readonly ref: ResourceRef,
+    /** Every write is a debug line with its patch: what the operator changed, and why it wrote. */
+    private readonly log?: Logger,
   ) {
     this.api = kc.makeApiClient(k8s.CustomObjectsApi);
   }
@@ -62,6 +65,7 @@ export class ResourceClient<T> {
     if (ops.length === 0) return undefined;
     const t = this.target(key);
     this.writes++;
+    this.log?.debug({ key, status, ops }, `write ${this.ref.plural}${status ? "/status" : ""}`);
     try {
       const body = ops as object;
       if (t.namespace) {

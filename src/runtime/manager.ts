@@ -132,7 +132,11 @@ export class Manager {
   /** The only writer to the API for one kind (guarded patches, counted). */
   client<T>(kind: Kind): ResourceClient<T> {
     let client = this.clients.get(kind.plural);
-    if (!client) this.clients.set(kind.plural, (client = new ResourceClient<unknown>(this.kc, kind)));
+    if (!client)
+      this.clients.set(
+        kind.plural,
+        (client = new ResourceClient<unknown>(this.kc, kind, this.options.log.child({ client: kind.plural }))),
+      );
     return client as ResourceClient<T>;
   }
 
