@@ -248,7 +248,7 @@ export class VmExecutor {
   }
 }
 
-/** UUID and MACs: from status when known, else from the domain found, else generated, never changed after. */
+/** UUID and MACs: from status when known, else from the domain found, else derived from the uid; never changed after. */
 export function identityOf(vm: VirtualMachine, existing: DomainInfo | null) {
   const status = vm.status ?? {};
   const uid = vm.metadata.uid ?? randomUUID();
