@@ -117,7 +117,7 @@ export class Agent {
     this.unsubscribe.push(
       this.nodeFacts.watch(),
       this.hosts.libvirt.onEvent((e) => {
-        if (e.type === "lifecycle") return;
+        if (e.type === "lifecycle" || e.type === "agent") return;
         this.libvirtConnected = e.type === "connected";
         if (e.type === "connected") this.log.info("libvirt connected");
         else this.log.warn({ reason: e.reason }, "libvirt connection lost; calls retry until it is back");

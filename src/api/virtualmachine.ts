@@ -144,6 +144,13 @@ export const VirtualMachineSpec = Type.Object(
       }),
     ),
     cloudInit: Type.Optional(CloudInit),
+    guestAgent: Type.Optional(
+      Type.Boolean({
+        description:
+          "A QEMU guest agent channel: the guest's hostname, OS and addresses in status (GuestAgentConnected). " +
+          "Omitted: on for VMs with cloudInit, off otherwise.",
+      }),
+    ),
     graphics: Type.Optional(StringEnum(["spice", "vnc", "none"] as const, { default: "spice" })),
     autostart: Type.Optional(Type.Boolean({ default: true, description: "Start the domain when the host boots." })),
     shutdownGracePeriodSeconds: Type.Optional(
@@ -173,12 +180,42 @@ export const VirtualMachineStatus = Type.Object({
         "While an ACPI shutdown is in progress (runStrategy Halted): when the domain is destroyed if still running.",
     }),
   ),
+  guest: Type.Optional(
+    Type.Object(
+      {
+        hostname: Type.Optional(Type.String()),
+        os: Type.Optional(
+          Type.Object({
+            id: Type.Optional(Type.String()),
+            name: Type.Optional(Type.String()),
+            prettyName: Type.Optional(Type.String()),
+            versionId: Type.Optional(Type.String()),
+            kernelRelease: Type.Optional(Type.String()),
+          }),
+        ),
+      },
+      { description: "What the guest agent says of the guest; absent while no agent answers." },
+    ),
+  ),
   interfaces: Type.Optional(
-    Type.Array(Type.Object({ name: Type.String(), mac: Type.String(), bridge: Type.Optional(Type.String()) }), {
-      "x-kubernetes-list-type": "map",
-      "x-kubernetes-list-map-keys": ["name"],
-      maxItems: 8,
-    }),
+    Type.Array(
+      Type.Object({
+        name: Type.String(),
+        mac: Type.String(),
+        bridge: Type.Optional(Type.String()),
+        ips: Type.Optional(
+          Type.Array(Type.String(), {
+            maxItems: 32,
+            description: "Addresses the guest agent reports on this NIC (address/prefix; no IPv6 link-local).",
+          }),
+        ),
+      }),
+      {
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["name"],
+        maxItems: 8,
+      },
+    ),
   ),
 });
 

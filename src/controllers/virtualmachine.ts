@@ -15,6 +15,7 @@ import type { PlannedEvent, ReconcileContext } from "../runtime/reconciler.js";
 import { bridgeState, ownClaimEcho, vmsByBridge, vmsByNode, vmsByVolume, volumeState } from "./indexes.js";
 import {
   growingDisks,
+  guestStatus,
   isActive,
   planVm,
   resolveVm,
@@ -142,7 +143,11 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
     );
     await release(volumeClient, dropped, vm.metadata.uid ?? "");
     report(vm, ctx, { waiting: [], ...done });
-    return { requeueAfterMs: done.pollMs ?? deps.resyncMs };
+    const running = done.active === true;
+    const connected = running && desired.guestAgent && observed.live?.guestAgentConnected === true;
+    const guest = await host.guest(name, connected, ctx.log);
+    ctx.status.apply(guestStatus(vm, identity.status.interfaces, { running, connected, ...guest }));
+    return { requeueAfterMs: Math.min(done.pollMs ?? deps.resyncMs, guest.nextInMs ?? Infinity) };
   }
 
   async function cleanup(vm: VirtualMachine, ctx: Ctx) {

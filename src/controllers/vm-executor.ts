@@ -5,7 +5,7 @@ import type { BridgeHost } from "../host/bridge/bridges.js";
 import type { CloudInitMedia } from "../host/cloudinit/media.js";
 import type { Hypervisor } from "../host/libvirt/client.js";
 import { LibvirtError } from "../host/libvirt/errors.js";
-import type { DomainInfo } from "../host/libvirt/types.js";
+import type { DomainInfo, GuestInfo } from "../host/libvirt/types.js";
 import type { BlockStore } from "../host/rbd/client.js";
 import type { DomainModel, DomainOwner } from "../domain/model.js";
 import { DomainXmlError, parseDomainXml } from "../domain/xml.js";
@@ -15,6 +15,7 @@ import { UnsupportedOnNode } from "../domain/desired.js";
 import { runSteps, type Failure, type PlannedEvent } from "../runtime/reconciler.js";
 import { StartBackoff } from "./startbackoff.js";
 import {
+  guestReadInterval,
   isActive,
   mayStart,
   planVmCleanup,
@@ -66,6 +67,8 @@ export class VmExecutor {
    * controller-runtime's expectations): the reconcile that defined it has nothing to learn from it.
    */
   private readonly ownDefines = new Map<string, number>();
+  /** Each running guest's last answer from its agent, and when to ask again, by domain name. */
+  private readonly guests = new Map<string, { info?: GuestInfo; at: number; intervalMs: number }>();
 
   constructor(private readonly host: VmHost) {}
 
@@ -90,6 +93,11 @@ export class VmExecutor {
     return hv.onEvent((e) => {
       if (e.type === "lifecycle") {
         if (e.event === "defined" && this.ownDefine(e.name)) return;
+        return void (domainKey(e.name) && enqueue(domainKey(e.name)!));
+      }
+      if (e.type === "agent") {
+        // A guest agent that (re)connects is asked at once.
+        this.guests.delete(e.name);
         return void (domainKey(e.name) && enqueue(domainKey(e.name)!));
       }
       if (e.type === "connected" && !connected) all().forEach(enqueue);
@@ -149,6 +157,33 @@ export class VmExecutor {
     };
   }
 
+  /**
+   * What the guest says of itself, asked of its agent only when due (soon after it connects or
+   * something changed, then less and less often); undefined while no agent is connected. A read
+   * that fails keeps the last answer and is tried again soon. `nextInMs`: when to look again.
+   */
+  async guest(name: string, connected: boolean, log: Logger): Promise<{ info?: GuestInfo; nextInMs?: number }> {
+    if (!connected) {
+      this.guests.delete(name);
+      return {};
+    }
+    const now = Date.now();
+    const last = this.guests.get(name);
+    if (last && now < last.at + last.intervalMs)
+      return { ...(last.info ? { info: last.info } : {}), nextInMs: last.at + last.intervalMs - now };
+    let info: GuestInfo | undefined;
+    try {
+      info = await this.host.hypervisor.guestInfo(name);
+    } catch (err) {
+      if (!(err instanceof LibvirtError)) throw err;
+      log.debug({ err: err.message }, "the guest agent did not answer");
+    }
+    const intervalMs = guestReadInterval(last, info);
+    const read = { info: info ?? last?.info, at: now, intervalMs };
+    this.guests.set(name, read);
+    return { ...(read.info ? { info: read.info } : {}), nextInMs: intervalMs };
+  }
+
   /** The user-data the VM's Secret holds, when its spec names one. */
   async secretUserData(vm: VirtualMachine): Promise<string | undefined> {
     const ref = vm.spec.cloudInit?.userDataSecretRef;
@@ -178,6 +213,7 @@ export class VmExecutor {
     await this.run(plan.steps, { ...target, generation: vm?.metadata.generation }, signal, emit);
     if (!vm && plan.shutdownDeadline !== undefined) this.orphanDeadlines.set(target.key, plan.shutdownDeadline);
     if (!plan.pollMs) {
+      this.guests.delete(target.name);
       this.starts.forget(target.key);
       this.orphanDeadlines.delete(target.key);
     }
@@ -258,8 +294,9 @@ export function identityOf(vm: VirtualMachine, existing: DomainInfo | null) {
     mac: (i.mac ?? status.interfaces?.find((s) => s.name === i.name)?.mac ?? macOf(uid, i.name)).toLowerCase(),
     bridge: i.bridgeRef,
   }));
-  const changed =
-    status.domainUUID !== domainUUID || JSON.stringify(status.interfaces ?? []) !== JSON.stringify(interfaces);
+  // The guest's addresses (ips) are not identity.
+  const stored = (status.interfaces ?? []).map(({ name, mac, bridge }) => ({ name, mac, bridge }));
+  const changed = status.domainUUID !== domainUUID || JSON.stringify(stored) !== JSON.stringify(interfaces);
   return { changed, status: { domainUUID, interfaces } satisfies VirtualMachineStatus };
 }
 

@@ -9,6 +9,9 @@ import type { DomainInfo } from "../host/libvirt/types.js";
 import { condition } from "../runtime/conditions.js";
 import {
   growingDisks,
+  guestReadInterval,
+  guestReadMs,
+  guestStatus,
   planStop,
   planVm,
   planVmCleanup,
@@ -544,5 +547,58 @@ describe("vmStatus: the phase and conditions table", () => {
     expect(restart.conditions[3]).toEqual(
       condition("RestartRequired", "True", "PendingChanges", "applied after the next restart: memory, vcpus"),
     );
+  });
+});
+
+describe("guest agent: status and read schedule", () => {
+  const identity = [{ name: "net0", mac: "52:54:00:00:00:01", bridge: "br0" }];
+  const info = {
+    hostname: "web",
+    os: { id: "debian", versionId: "12" },
+    interfaces: [
+      { name: "lo", mac: "00:00:00:00:00:00", ips: ["127.0.0.1/8"] },
+      { name: "lan0", mac: "52:54:00:00:00:01", ips: ["10.0.0.5/24", "fe80::5054:ff:fe00:1/64", "2001:db8::5/64"] },
+    ],
+  };
+  const cloudInit = { cloudInit: { userData: "#cloud-config" } };
+
+  it("a connected agent: hostname, OS and each NIC's addresses by MAC, without IPv6 link-local", () => {
+    const s = guestStatus(vm(cloudInit), identity, { running: true, connected: true, info });
+    expect(s.fields).toEqual({
+      guest: { hostname: "web", os: { id: "debian", versionId: "12" } },
+      interfaces: [{ ...identity[0], ips: ["10.0.0.5/24", "2001:db8::5/64"] }],
+    });
+    expect(s.conditions).toEqual([condition("GuestAgentConnected", "True", "Connected", expect.any(String))]);
+  });
+
+  it.each([
+    ["not connected yet", { running: true, connected: false, info }, "NotConnected"],
+    ["the domain stopped", { running: false, connected: false, info }, "DomainNotRunning"],
+  ])("%s: nothing of the guest in status, and why", (_, state, reason) => {
+    const s = guestStatus(vm(cloudInit), identity, state);
+    expect(s.fields).toEqual({ guest: undefined, interfaces: identity });
+    expect(s.conditions[0]).toMatchObject({ type: "GuestAgentConnected", status: "False", reason });
+  });
+
+  it("no agent asked for (no cloud-init, no spec switch): no condition, unless one was there", () => {
+    expect(guestStatus(vm(), identity, { running: true, connected: false }).conditions).toEqual([undefined]);
+    const before = vm(
+      { guestAgent: false },
+      { conditions: [{ ...condition("GuestAgentConnected", "True", "Connected"), lastTransitionTime: "t" }] },
+    );
+    expect(guestStatus(before, identity, { running: true, connected: false }).conditions[0]).toMatchObject({
+      status: "False",
+      reason: "Disabled",
+    });
+  });
+
+  it("reads come soon after a change or a failure, then twice as late each time, up to the maximum", () => {
+    expect(guestReadInterval(undefined, info)).toBe(guestReadMs.min);
+    expect(guestReadInterval({ info, intervalMs: guestReadMs.min }, info)).toBe(2 * guestReadMs.min);
+    expect(guestReadInterval({ info, intervalMs: guestReadMs.max }, info)).toBe(guestReadMs.max);
+    expect(guestReadInterval({ info, intervalMs: guestReadMs.max }, { ...info, hostname: "other" })).toBe(
+      guestReadMs.min,
+    );
+    expect(guestReadInterval({ info, intervalMs: guestReadMs.max }, undefined)).toBe(guestReadMs.min);
   });
 });

@@ -3,13 +3,14 @@ import { vmDomainName, volumeImage } from "../api/names.js";
 import { formatBytes, toBytes } from "../api/quantity.js";
 import type { VirtualMachine, VirtualMachineStatus } from "../api/virtualmachine.js";
 import type { Volume } from "../api/volume.js";
-import type { ResolvedVm } from "../domain/desired.js";
+import { guestAgentOn, type ResolvedVm } from "../domain/desired.js";
+import { isDeepStrictEqual } from "node:util";
 import { diffDomains, type Change } from "../domain/diff.js";
 import type { DomainModel, NodeFacts } from "../domain/model.js";
 import { renderDiskXml, renderDomainXml, renderInterfaceXml } from "../domain/xml.js";
 import type { LinkInfo } from "../host/bridge/bridges.js";
 import type { NoCloudData } from "../host/cloudinit/media.js";
-import type { DomainInfo } from "../host/libvirt/types.js";
+import type { DomainInfo, GuestInfo } from "../host/libvirt/types.js";
 import { condition, findCondition, type ConditionInput } from "../runtime/conditions.js";
 import type { PlannedEvent } from "../runtime/reconciler.js";
 import { claimedByOther } from "./claims.js";
@@ -510,4 +511,64 @@ export function growingDisks(vm: VirtualMachine, volumes: (name: string) => Volu
     if (findCondition(volume?.status?.conditions, "Ready")?.reason !== "WaitingForResize") return [];
     return [{ disk: d.name, bytes: toBytes(volume!.spec.size) }];
   });
+}
+
+/** Guest agent reads: soon after it connects or its answer changed, then twice as long each time, up to 5 min. */
+export const guestReadMs = { min: 5_000, max: 300_000 } as const;
+
+/** How long until the guest agent is asked again, after a read that answered `info` (undefined: failed). */
+export function guestReadInterval(
+  last: { info?: GuestInfo; intervalMs: number } | undefined,
+  info: GuestInfo | undefined,
+): number {
+  if (!info || !last || !isDeepStrictEqual(info, last.info)) return guestReadMs.min;
+  return Math.min(last.intervalMs * 2, guestReadMs.max);
+}
+
+/** fe80::/10: every IPv6 NIC has one; it says nothing about how to reach the guest. */
+const ipv6LinkLocal = /^fe[89ab][0-9a-f]:/i;
+
+/**
+ * The guest's own view in status: hostname and OS, the addresses of each NIC (matched by MAC),
+ * and GuestAgentConnected. `interfaces`: the VM's identity (name, MAC, bridge) to add addresses to.
+ */
+export function guestStatus(
+  vm: VirtualMachine,
+  interfaces: NonNullable<VirtualMachineStatus["interfaces"]>,
+  s: { running: boolean; connected: boolean; info?: GuestInfo },
+): { fields: Pick<VirtualMachineStatus, "guest" | "interfaces">; conditions: (ConditionInput | undefined)[] } {
+  const enabled = guestAgentOn(vm);
+  const info = enabled && s.running && s.connected ? s.info : undefined;
+  const ipsOf = (mac: string) =>
+    (info?.interfaces ?? []).filter((i) => i.mac === mac).flatMap((i) => i.ips.filter((ip) => !ipv6LinkLocal.test(ip)));
+  const type = "GuestAgentConnected";
+  const known = findCondition(vm.status?.conditions, type) !== undefined;
+  return {
+    fields: {
+      guest:
+        info && (info.hostname || info.os)
+          ? { ...(info.hostname ? { hostname: info.hostname } : {}), ...(info.os ? { os: info.os } : {}) }
+          : undefined,
+      interfaces: interfaces.map((i) => {
+        const ips = ipsOf(i.mac).slice(0, 32);
+        return ips.length ? { ...i, ips } : i;
+      }),
+    },
+    conditions: [
+      !enabled
+        ? known
+          ? condition(type, "False", "Disabled", "the VM has no guest agent channel (spec.guestAgent)")
+          : undefined
+        : !s.running
+          ? condition(type, "False", "DomainNotRunning", "the domain does not run")
+          : s.connected
+            ? condition(type, "True", "Connected", "the QEMU guest agent answers on its channel")
+            : condition(
+                type,
+                "False",
+                "NotConnected",
+                "no guest agent on the channel yet (is qemu-guest-agent installed and running in the guest?)",
+              ),
+    ],
+  };
 }

@@ -25,6 +25,8 @@ export class UnsupportedOnNode extends Error {
   override name = "UnsupportedOnNode";
 }
 
+/** Spec disks take vda… at most vdp (16 disks); the seed sits apart. */
+const cloudInitTarget = "vdz";
 const targetPrefix: Record<DiskModel["bus"], string> = { virtio: "vd", scsi: "sd", sata: "sd" };
 /** vda, vdb, … vdz, vdaa: the kernel's own naming. */
 function targetName(prefix: string, index: number): string {
@@ -55,6 +57,9 @@ function cpuOf(cpu: VirtualMachine["spec"]["cpu"], r: ResolvedVm): CpuModel {
   return { ...base, features: [...features.values()].sort(byName) };
 }
 
+/** The spec's switch; omitted, a VM configured by cloud-init (whose images carry the agent) gets one. */
+export const guestAgentOn = (vm: VirtualMachine) => vm.spec.guestAgent ?? vm.spec.cloudInit !== undefined;
+
 /** The domain a VirtualMachine asks for. Pure: everything it needs is passed in. */
 export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
   const s = vm.spec;
@@ -79,13 +84,16 @@ export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
       readOnly: d.readOnly ?? false,
     };
   });
+  // A read-only virtio disk, as KubeVirt attaches its NoCloud disk: Debian's cloud kernel (that of
+  // its cloud images) has no SATA (AHCI) driver and never sees a SATA cdrom. Its target is fixed
+  // past the last a spec can use, so that a disk added to the spec never renames it.
   if (r.cloudInitIso) {
     disks.push({
       name: cloudInitDiskName,
-      target: nextTarget("sata"),
-      bus: "sata",
+      target: cloudInitTarget,
+      bus: "virtio",
       source: { kind: "file", path: r.cloudInitIso },
-      device: "cdrom",
+      device: "disk",
       readOnly: true,
     });
   }
@@ -107,6 +115,7 @@ export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
       return { name: i.name, mac: mac.toLowerCase(), bridge, model: i.model ?? "virtio" };
     }),
     graphics: s.graphics ?? "spice",
+    guestAgent: guestAgentOn(vm),
     owner: { namespace: namespaceOf(vm), name: vm.metadata.name, uid: vm.metadata.uid ?? "" },
   };
 }

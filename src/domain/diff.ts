@@ -37,6 +37,7 @@ export function diffDomains(desired: DomainModel, observed: DomainModel, { live 
   field("firmware", desired.firmware, observed.firmware, "restart");
   field("secureBoot", desired.secureBoot, observed.secureBoot, "restart");
   field("graphics", desired.graphics, observed.graphics, "restart");
+  field("guestAgent", desired.guestAgent, observed.guestAgent, "restart");
 
   const observedDisks = byName(observed.disks);
   const desiredDisks = byName(desired.disks);

@@ -31,7 +31,7 @@ describe("desired domain of the example VM", () => {
     expect(desired.disks.map((d) => [d.name, d.target, d.bus, d.device, d.bootOrder])).toEqual([
       ["os", "vda", "virtio", "disk", 1],
       ["data", "vdb", "virtio", "disk", undefined],
-      ["cloudinit", "sda", "sata", "cdrom", undefined],
+      ["cloudinit", "vdz", "virtio", "disk", undefined],
     ]);
     expect(desired.interfaces).toEqual([
       { name: "public", mac: "52:54:00:00:00:01", bridge: "br0", model: "virtio" },
@@ -57,6 +57,20 @@ describe("desired domain of the example VM", () => {
     const back = parseDomainXml(renderDomainXml(desired, facts));
     expect(back).toEqual(desired);
     expect(diffDomains(desired, back)).toEqual([]);
+  });
+
+  it("has a guest agent channel because it uses cloud-init; the live XML says whether an agent is there", () => {
+    expect(desired.guestAgent).toBe(true);
+    const live = renderDomainXml(desired, facts).replace(
+      'name="org.qemu.guest_agent.0"/>',
+      'name="org.qemu.guest_agent.0" state="connected"/>',
+    );
+    expect(parseDomainXml(live)).toMatchObject({ guestAgent: true, guestAgentConnected: true });
+    const vm = exampleVm();
+    vm.spec.guestAgent = false;
+    const xml = renderDomainXml(desiredDomain(vm, exampleResolved), facts);
+    expect(xml).not.toContain("guest_agent");
+    expect(parseDomainXml(xml).guestAgent).toBe(false);
   });
 });
 
@@ -138,6 +152,7 @@ describe("diff classification, one field at a time", () => {
   type Edit = (vm: VirtualMachine, r: ResolvedVm) => unknown;
   const table: [string, Edit, [string, string][]][] = [
     ["memory", (vm: VirtualMachine) => (vm.spec.memory = "8Gi"), [["field:memory", "restart"]]],
+    ["the guest agent switch", (vm: VirtualMachine) => (vm.spec.guestAgent = false), [["field:guestAgent", "restart"]]],
     ["cores", (vm: VirtualMachine) => (vm.spec.cpu = { cores: 4 }), [["field:vcpus", "restart"]]],
     ["a CPU model", (vm: VirtualMachine) => (vm.spec.cpu = { cores: 2, model: "qemu64" }), [["field:cpu", "restart"]]],
     [
@@ -184,12 +199,9 @@ describe("diff classification, one field at a time", () => {
       [["field:interfaces[public]", "restart"]],
     ],
     [
-      "a disk on another bus (scsi shares sdX names with the cloud-init cdrom, which moves too)",
+      "a disk on another bus (the cloud-init disk keeps its name)",
       (vm: VirtualMachine) => (vm.spec.disks![1]!.bus = "scsi"),
-      [
-        ["field:disks[data]", "restart"],
-        ["field:disks[cloudinit]", "restart"],
-      ],
+      [["field:disks[data]", "restart"]],
     ],
     [
       "the UUID",
@@ -260,15 +272,16 @@ describe("hostile strings never produce invalid XML or an injected element", () 
             },
             {
               name: "cloudinit",
-              target: "sda",
-              bus: "sata",
+              target: "vdz",
+              bus: "virtio",
               source: { kind: "file", path: h.iso },
-              device: "cdrom",
+              device: "disk",
               readOnly: true,
             },
           ],
           interfaces: [{ name: h.nic, mac: h.mac.toLowerCase(), bridge: h.bridge, model: "virtio" }],
           graphics: "none",
+          guestAgent: true,
           owner: { namespace: h.ns, name: h.name, uid: h.uid },
         };
         let xml: string;

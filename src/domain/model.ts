@@ -17,6 +17,10 @@ export interface DomainModel {
   disks: DiskModel[];
   interfaces: InterfaceModel[];
   graphics: "spice" | "vnc" | "none";
+  /** A QEMU guest agent channel (org.qemu.guest_agent.0). */
+  guestAgent: boolean;
+  /** Whether a guest agent is connected on that channel (live XML only; never rendered). */
+  guestAgentConnected?: boolean;
   /** The object this domain belongs to (from <metadata>); absent on domains the operator did not make. */
   owner?: DomainOwner;
 }
@@ -75,3 +79,4 @@ export interface NodeFacts {
 export const diskAlias = (name: string) => `ua-disk-${name}`;
 export const nicAlias = (name: string) => `ua-nic-${name}`;
 export const cloudInitDiskName = "cloudinit";
+export const guestAgentChannel = "org.qemu.guest_agent.0";

@@ -2,6 +2,7 @@ import { XMLBuilder, XMLParser } from "fast-xml-parser";
 import { toBytes } from "../api/quantity.js";
 import {
   diskAlias,
+  guestAgentChannel,
   nicAlias,
   type CpuFeature,
   type DiskModel,
@@ -175,7 +176,9 @@ export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
       interface: m.interfaces.map(interfaceNode),
       serial: { "@_type": "pty", target: { "@_port": "0" } },
       console: { "@_type": "pty", target: { "@_type": "virtio", "@_port": "1" } },
-      channel: { "@_type": "unix", target: { "@_type": "virtio", "@_name": "org.qemu.guest_agent.0" } },
+      ...(m.guestAgent
+        ? { channel: { "@_type": "unix", target: { "@_type": "virtio", "@_name": guestAgentChannel } } }
+        : {}),
       ...graphics,
       memballoon: { "@_model": "virtio" },
       rng: { "@_model": "virtio", backend: { "@_model": "random", "#text": "/dev/urandom" } },
@@ -197,6 +200,7 @@ const parser = new XMLParser({
       "domain.devices.interface",
       "domain.devices.disk.source.host",
       "domain.cpu.feature",
+      "domain.devices.channel",
     ].includes(String(path)) || name === "controller",
 });
 
@@ -276,6 +280,10 @@ export function parseDomainXml(xml: string): DomainModel {
       ...(attr(nic.target, "dev") ? { tap: attr(nic.target, "dev")! } : {}),
     };
   });
+  const agent = ((devices.channel as Node[] | undefined) ?? [])
+    .map((c) => c.target as Node | undefined)
+    .find((t) => attr(t, "type") === "virtio" && attr(t, "name") === guestAgentChannel);
+  const agentState = attr(agent, "state");
   return {
     name: textOf(d.name),
     uuid: textOf(d.uuid),
@@ -294,6 +302,8 @@ export function parseDomainXml(xml: string): DomainModel {
     disks,
     interfaces,
     graphics: graphicsType === "spice" || graphicsType === "vnc" ? graphicsType : "none",
+    guestAgent: agent !== undefined,
+    ...(agentState ? { guestAgentConnected: agentState === "connected" } : {}),
     ...(ownerNode
       ? {
           owner: {

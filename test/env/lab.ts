@@ -8,6 +8,7 @@ import { libvirtDaemon } from "./libvirt.js";
 import { insideLab } from "./netns.js";
 import { labNetns, nodes } from "./paths.js";
 import { probeGuestBuilt } from "./probe-guest.js";
+import { templateBuilt } from "./template.js";
 import { LabError } from "./proc.js";
 
 export * from "./paths.js";
@@ -85,8 +86,10 @@ export async function up(names: readonly string[] = Object.keys(components)): Pr
   if (unknown.length)
     throw new LabError(`unknown lab components ${unknown.join(", ")}; known: ${Object.keys(components).join(", ")}`);
   // The agents boot it to check KVM. Built by `.ci/setup` outside the lab: its kernel is downloaded.
-  if (!probeGuestBuilt())
-    throw new LabError("the probe guest is not built: run `bash .ci/setup` (or `npm run lab -- build`)");
+  if (!probeGuestBuilt() || !templateBuilt())
+    throw new LabError(
+      "the probe guest or the template image is not built: run `bash .ci/setup` (or `npm run lab -- build`)",
+    );
   const entries = Object.entries(components).filter(([name]) => names.includes(name));
   const health = await Promise.all(entries.map(([, c]) => c.healthy()));
   const toStart = entries.filter((_, i) => !health[i]);

@@ -10,7 +10,14 @@ export interface Condition {
 }
 
 export interface Obj {
-  metadata: { name: string; namespace?: string; generation?: number; finalizers?: string[]; uid?: string };
+  metadata: {
+    name: string;
+    namespace?: string;
+    generation?: number;
+    resourceVersion?: string;
+    finalizers?: string[];
+    uid?: string;
+  };
   spec: Record<string, unknown>;
   status?: { observedGeneration?: number; phase?: string; conditions?: Condition[] } & Record<string, unknown>;
 }

@@ -2,7 +2,7 @@ import { MessageChannel, type Worker } from "node:worker_threads";
 import { reviveError, siblingModule, startWorker, WorkerPool } from "../worker-pool.js";
 import { LibvirtError, type LibvirtErrorKind } from "./errors.js";
 import type { EventMessage } from "./events-worker.js";
-import type { DomainInfo, LibvirtEvent } from "./types.js";
+import type { DomainInfo, GuestInfo, LibvirtEvent } from "./types.js";
 import type { LibvirtOps } from "./worker.js";
 
 /** Where a device change applies: the running domain, its persistent definition, or both. */
@@ -39,10 +39,12 @@ export interface Hypervisor {
   updateDevice(name: string, xml: string, scope: DeviceScope): Promise<void>;
   /** Grows a running domain's disk (QEMU resizes the RBD image itself). */
   blockResize(name: string, target: string, bytes: bigint): Promise<void>;
+  /** What the guest's agent says of it (hostname, OS, addresses); fails when the agent does not answer. */
+  guestInfo(name: string): Promise<GuestInfo>;
   defineSecret(xml: string): Promise<string>;
   setSecretValue(uuid: string, value: Uint8Array): Promise<void>;
   undefineSecret(uuid: string): Promise<void>;
-  /** Domain lifecycle events and connection changes; returns the unsubscribe function. */
+  /** Domain lifecycle and guest agent events, and connection changes; returns the unsubscribe function. */
   onEvent(listener: (event: LibvirtEvent) => void): () => void;
   close(): Promise<void>;
 }
@@ -70,6 +72,8 @@ const toError = reviveError(LibvirtError);
 /** libvirt through worker threads; blocking calls never touch the event loop. */
 export class LibvirtClient implements Hypervisor {
   private readonly pool: WorkerPool<LibvirtOps>;
+  /** Guest agents answer in their own time (up to the agent timeout): their calls get a thread of their own. */
+  private agentPool: WorkerPool<LibvirtOps> | undefined;
   private readonly listeners = new Set<(event: LibvirtEvent) => void>();
   private unsubscribeEvents: (() => void) | undefined;
 
@@ -101,6 +105,15 @@ export class LibvirtClient implements Hypervisor {
   updateDevice = (name: string, xml: string, { live, config = true }: DeviceScope) =>
     this.pool.call("updateDevice", name, xml, live, config);
   blockResize = (name: string, target: string, bytes: bigint) => this.pool.call("blockResize", name, target, bytes);
+  guestInfo = (name: string) => {
+    this.agentPool ??= new WorkerPool<LibvirtOps>(
+      siblingModule("worker", import.meta.url),
+      { uri: this.uri },
+      1,
+      toError,
+    );
+    return this.agentPool.call("guestInfo", name);
+  };
   defineSecret = (xml: string) => this.pool.call("defineSecret", xml);
   setSecretValue = (uuid: string, value: Uint8Array) => this.pool.call("setSecretValue", uuid, value);
   undefineSecret = (uuid: string) => this.pool.call("undefineSecret", uuid);
@@ -123,7 +136,7 @@ export class LibvirtClient implements Hypervisor {
     this.unsubscribeEvents?.();
     this.unsubscribeEvents = undefined;
     this.listeners.clear();
-    await this.pool.close();
+    await Promise.all([this.pool.close(), this.agentPool?.close()]);
   }
 }
 

@@ -1,5 +1,14 @@
 import { receiveMessageOnPort, workerData, type MessagePort } from "node:worker_threads";
-import { CloseCallback, ErrorFunc, koffi, LifecycleCallback, TimeoutCallback, virt, type Ptr } from "./ffi.js";
+import {
+  AgentLifecycleCallback,
+  CloseCallback,
+  ErrorFunc,
+  koffi,
+  LifecycleCallback,
+  TimeoutCallback,
+  virt,
+  type Ptr,
+} from "./ffi.js";
 import type { LibvirtEvent, LifecycleEvent } from "./types.js";
 
 /**
@@ -37,21 +46,29 @@ const silence = koffi.register(() => undefined, koffi.pointer(ErrorFunc));
 const post = (uri: string, event: LibvirtEvent) => port.postMessage({ uri, event } satisfies EventMessage);
 const uriOf = new Map<bigint, string>();
 
+function domainOf(dom: Ptr): { name: string; uuid: string } {
+  const uuid = Buffer.alloc(37);
+  virt.domainGetUUIDString(dom, uuid);
+  return { name: virt.domainGetName(dom) as string, uuid: uuid.toString("latin1", 0, 36) };
+}
+
 const onLifecycle = koffi.register((conn: Ptr, dom: Ptr, event: number, detail: number) => {
   const uri = uriOf.get(conn as bigint);
   if (uri === undefined) return 0;
-  const uuid = Buffer.alloc(37);
-  virt.domainGetUUIDString(dom, uuid);
-  const name = virt.domainGetName(dom) as string;
-  post(uri, {
-    type: "lifecycle",
-    name,
-    uuid: uuid.toString("latin1", 0, 36),
-    event: lifecycleNames[event] ?? "defined",
-    detail,
-  });
+  post(uri, { type: "lifecycle", ...domainOf(dom), event: lifecycleNames[event] ?? "defined", detail });
   return 0;
 }, koffi.pointer(LifecycleCallback));
+
+const VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED = 1;
+const onAgentLifecycle = koffi.register((conn: Ptr, dom: Ptr, state: number) => {
+  const uri = uriOf.get(conn as bigint);
+  if (uri === undefined) return;
+  post(uri, {
+    type: "agent",
+    ...domainOf(dom),
+    connected: state === VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED,
+  });
+}, koffi.pointer(AgentLifecycleCallback));
 
 const closeReasons = ["error", "eof", "keepalive", "client"];
 const onClose = koffi.register((conn: Ptr, reason: number) => {
@@ -75,7 +92,18 @@ function connect(uri: string, w: Watched): void {
   virt.connectSetKeepAlive(conn, 2, 3);
   virt.connectRegisterCloseCallback(conn, onClose, null, null);
   const VIR_DOMAIN_EVENT_ID_LIFECYCLE = 0;
-  if (virt.connectDomainEventRegisterAny(conn, null, VIR_DOMAIN_EVENT_ID_LIFECYCLE, onLifecycle, null, null) < 0) {
+  const VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE = 18;
+  if (
+    virt.connectDomainEventRegisterAny(conn, null, VIR_DOMAIN_EVENT_ID_LIFECYCLE, onLifecycle, null, null) < 0 ||
+    virt.connectDomainEventRegisterAgent(
+      conn,
+      null,
+      VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE,
+      onAgentLifecycle,
+      null,
+      null,
+    ) < 0
+  ) {
     virt.resetLastError();
     uriOf.delete(conn as bigint);
     virt.connectClose(conn);

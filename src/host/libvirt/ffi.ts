@@ -28,9 +28,21 @@ export const VirError = koffi.struct("virError", {
   net: "void *",
 });
 
+/** virDomainInterface and virDomainIPAddress (libvirt-domain.h), as virDomainInterfaceAddresses returns them. */
+export const VirDomainIPAddress = koffi.struct("virDomainIPAddress", { type: "int", addr: "char *", prefix: "uint" });
+export const VirDomainInterface = koffi.struct("virDomainInterface", {
+  name: "char *",
+  hwaddr: "char *",
+  naddrs: "uint",
+  addrs: "virDomainIPAddress *",
+});
+
 export const ErrorFunc = koffi.proto("void virErrorFunc(void *userData, virError *error)");
 export const LifecycleCallback = koffi.proto(
   "int virConnectDomainEventCallback(virConnect *conn, virDomain *dom, int event, int detail, void *opaque)",
+);
+export const AgentLifecycleCallback = koffi.proto(
+  "void virConnectDomainEventAgentLifecycleCallback(virConnect *conn, virDomain *dom, int state, int reason, void *opaque)",
 );
 export const CloseCallback = koffi.proto("void virConnectCloseFunc(virConnect *conn, int reason, void *opaque)");
 export const TimeoutCallback = koffi.proto("void virEventTimeoutCallback(int timer, void *opaque)");
@@ -60,7 +72,7 @@ export const virt = {
   domainCreateXML: lib.func("virDomain *virDomainCreateXML(virConnect *conn, const char *xml, unsigned int flags)"),
   domainGetXMLDesc: lib.func("HeapStr virDomainGetXMLDesc(virDomain *dom, unsigned int flags)"),
   domainCreate: lib.func("int virDomainCreate(virDomain *dom)"),
-  domainShutdown: lib.func("int virDomainShutdown(virDomain *dom)"),
+  domainShutdownFlags: lib.func("int virDomainShutdownFlags(virDomain *dom, unsigned int flags)"),
   domainDestroy: lib.func("int virDomainDestroy(virDomain *dom)"),
   domainUndefineFlags: lib.func("int virDomainUndefineFlags(virDomain *dom, unsigned int flags)"),
   domainSetAutostart: lib.func("int virDomainSetAutostart(virDomain *dom, int autostart)"),
@@ -81,6 +93,20 @@ export const virt = {
   domainBlockResize: lib.func(
     "int virDomainBlockResize(virDomain *dom, const char *disk, unsigned long long size, unsigned int flags)",
   ),
+  domainAgentSetResponseTimeout: lib.func(
+    "int virDomainAgentSetResponseTimeout(virDomain *dom, int timeout, unsigned int flags)",
+  ),
+  domainGetGuestInfo: lib.func(
+    "int virDomainGetGuestInfo(virDomain *dom, unsigned int types, _Out_ void **params, _Out_ int *nparams, unsigned int flags)",
+  ),
+  typedParamsGetString: lib.func(
+    "int virTypedParamsGetString(void *params, int nparams, const char *name, _Out_ const char **value)",
+  ),
+  typedParamsFree: lib.func("void virTypedParamsFree(void *params, int nparams)"),
+  domainInterfaceAddresses: lib.func(
+    "int virDomainInterfaceAddresses(virDomain *dom, _Out_ virDomainInterface ***ifaces, unsigned int source, unsigned int flags)",
+  ),
+  domainInterfaceFree: lib.func("void virDomainInterfaceFree(virDomainInterface *iface)"),
   secretDefineXML: lib.func("virSecret *virSecretDefineXML(virConnect *conn, const char *xml, unsigned int flags)"),
   secretLookupByUUIDString: lib.func("virSecret *virSecretLookupByUUIDString(virConnect *conn, const char *uuid)"),
   secretSetValue: lib.func(
@@ -97,6 +123,10 @@ export const virt = {
   ),
   connectDomainEventRegisterAny: lib.func(
     "int virConnectDomainEventRegisterAny(virConnect *conn, virDomain *dom, int eventID, virConnectDomainEventCallback *cb, void *opaque, void *freecb)",
+  ),
+  /** The same function, typed for the guest agent's callback (koffi checks callback types). */
+  connectDomainEventRegisterAgent: lib.func(
+    "int virConnectDomainEventRegisterAny(virConnect *conn, virDomain *dom, int eventID, virConnectDomainEventAgentLifecycleCallback *cb, void *opaque, void *freecb)",
   ),
   connectRegisterCloseCallback: lib.func(
     "int virConnectRegisterCloseCallback(virConnect *conn, virConnectCloseFunc *cb, void *opaque, void *freecb)",

@@ -1,8 +1,8 @@
 import { workerData } from "node:worker_threads";
 import { serve } from "../worker-pool.js";
 import { connectionLost, errorKind, LibvirtError } from "./errors.js";
-import { ErrorFunc, koffi, VirError, virt, type Ptr } from "./ffi.js";
-import type { DomainInfo, DomainState } from "./types.js";
+import { ErrorFunc, koffi, VirDomainInterface, VirDomainIPAddress, VirError, virt, type Ptr } from "./ffi.js";
+import type { DomainInfo, DomainState, GuestInfo } from "./types.js";
 
 /** One libvirt connection, used by this worker thread only; reopened when libvirtd went away. */
 const uri = (workerData as { uri: string }).uri;
@@ -106,6 +106,12 @@ const VIR_DOMAIN_START_AUTODESTROY = 2;
 const VIR_DOMAIN_AFFECT_LIVE = 1;
 const VIR_DOMAIN_AFFECT_CONFIG = 2;
 const VIR_DOMAIN_BLOCK_RESIZE_BYTES = 1;
+const VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN = 1;
+const VIR_DOMAIN_GUEST_INFO_OS = 1 << 1;
+const VIR_DOMAIN_GUEST_INFO_HOSTNAME = 1 << 3;
+const VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT = 1;
+/** Seconds a guest agent command may take: an agent that hangs must not hold this thread for long. */
+const agentTimeoutSeconds = 5;
 // MANAGED_SAVE | SNAPSHOTS_METADATA | NVRAM | CHECKPOINTS_METADATA: nothing of the domain is left behind.
 const UNDEFINE_EVERYTHING = 1 | 2 | 4 | 16;
 const deviceFlags = (live: boolean, config: boolean) =>
@@ -175,8 +181,12 @@ export const ops = {
     ),
 
   start: (name: string) => void withDomain(name, "start", (d) => check(virt.domainCreate(d), `start ${name}`)),
+  // Always the ACPI power button: left to choose, libvirt asks a guest agent instead when there is
+  // one, and a guest whose agent cannot shut it down would then ignore the request.
   shutdown: (name: string) =>
-    void withDomain(name, "shut down", (d) => check(virt.domainShutdown(d), `shut down ${name}`)),
+    void withDomain(name, "shut down", (d) =>
+      check(virt.domainShutdownFlags(d, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN), `shut down ${name}`),
+    ),
   destroy: (name: string) => void withDomain(name, "destroy", (d) => check(virt.domainDestroy(d), `destroy ${name}`)),
   undefine: (name: string) =>
     void withDomain(name, "undefine", (d) => {
@@ -208,6 +218,13 @@ export const ops = {
       check(virt.domainBlockResize(d, target, bytes, VIR_DOMAIN_BLOCK_RESIZE_BYTES), `resize ${target} of ${name}`),
     ),
 
+  /** Hostname, OS and addresses per NIC, from the guest agent; fails when it is not connected or does not answer. */
+  guestInfo: (name: string): GuestInfo =>
+    withDomain(name, "ask the guest agent of", (d) => {
+      check(virt.domainAgentSetResponseTimeout(d, agentTimeoutSeconds, 0), `set the agent timeout of ${name}`);
+      return { ...guestSystem(d, name), interfaces: guestInterfaces(d, name) };
+    }),
+
   /** Defines (or updates) a secret and returns its UUID. */
   defineSecret: (xml: string): string => {
     const secret = virt.secretDefineXML(connection(), xml, 0) as Ptr | null;
@@ -222,6 +239,59 @@ export const ops = {
   undefineSecret: (uuid: string) =>
     void withSecret(uuid, (s) => check(virt.secretUndefine(s), `undefine secret ${uuid}`)),
 };
+
+function guestSystem(dom: Ptr, name: string): Omit<GuestInfo, "interfaces"> {
+  const params: Ptr[] = [null];
+  const count = [0];
+  const types = VIR_DOMAIN_GUEST_INFO_OS | VIR_DOMAIN_GUEST_INFO_HOSTNAME;
+  check(virt.domainGetGuestInfo(dom, types, params, count, 0), `guest info of ${name}`);
+  try {
+    // The strings stay owned by the parameter array: read them before it is freed.
+    const get = (key: string): string | undefined => {
+      const value: (string | null)[] = [null];
+      return virt.typedParamsGetString(params[0], count[0], key, value) === 1 ? (value[0] ?? undefined) : undefined;
+    };
+    const os = {
+      id: get("os.id"),
+      name: get("os.name"),
+      prettyName: get("os.pretty-name"),
+      versionId: get("os.version-id"),
+      kernelRelease: get("os.kernel-release"),
+    };
+    const hostname = get("hostname");
+    const known = Object.entries(os).filter(([, v]) => v !== undefined);
+    return { ...(hostname ? { hostname } : {}), ...(known.length ? { os: Object.fromEntries(known) } : {}) };
+  } finally {
+    virt.typedParamsFree(params[0], count[0]);
+  }
+}
+
+function guestInterfaces(dom: Ptr, name: string): GuestInfo["interfaces"] {
+  const out: Ptr[] = [null];
+  const n = check(
+    virt.domainInterfaceAddresses(dom, out, VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0),
+    `interface addresses of ${name}`,
+  );
+  const ifaces = (n ? koffi.decode(out[0], "virDomainInterface *", n) : []) as Ptr[];
+  try {
+    return ifaces.map((p) => {
+      const i = koffi.decode(p, VirDomainInterface) as {
+        name: string;
+        hwaddr: string | null;
+        naddrs: number;
+        addrs: Ptr;
+      };
+      const addrs = (i.naddrs ? koffi.decode(i.addrs, VirDomainIPAddress, i.naddrs) : []) as {
+        addr: string;
+        prefix: number;
+      }[];
+      return { name: i.name, mac: (i.hwaddr ?? "").toLowerCase(), ips: addrs.map((a) => `${a.addr}/${a.prefix}`) };
+    });
+  } finally {
+    for (const p of ifaces) virt.domainInterfaceFree(p);
+    if (out[0]) virt.free(out[0]);
+  }
+}
 
 function withSecret<T>(uuid: string, fn: (secret: Ptr) => T): T {
   const secret = virt.secretLookupByUUIDString(connection(), uuid) as Ptr | null;
