@@ -55,7 +55,7 @@ export async function agentBenchmark(volumes = 30, vms = 15): Promise<Record<str
     await sleep(2_000);
     const after = await counters(agent);
     const objects = items.length;
-    const rssMiB = (await agent.metric("kaktus_process_resident_memory_bytes")) / 2 ** 20;
+    const rssMiB = (await agent.metric("process_resident_memory_bytes")) / 2 ** 20;
     const reconcileSeconds = (await agent.metric("kaktus_reconcile_duration_seconds_sum")) - before.durationSum;
     const reconciles = after.reconciles - before.reconciles;
 

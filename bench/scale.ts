@@ -243,9 +243,7 @@ async function eventLoopDelay(agents: Agent[]): Promise<Record<string, number>> 
   const texts = await Promise.all(agents.map(async (a) => (await a.get("/metrics")).text));
   const worst = (q: string) =>
     Math.max(
-      ...texts.map((t) =>
-        Number(new RegExp(`^kaktus_nodejs_eventloop_lag_${q}_seconds (\\S+)$`, "m").exec(t)?.[1] ?? NaN),
-      ),
+      ...texts.map((t) => Number(new RegExp(`^nodejs_eventloop_lag_${q}_seconds (\\S+)$`, "m").exec(t)?.[1] ?? NaN)),
     ) * 1000;
   return { p50: round(worst("p50")), p99: round(worst("p99")), max: round(worst("max")) };
 }
@@ -290,7 +288,7 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
     const idleRss = agents.map((a) => processFigures(a.pid()).rssMiB);
     const machineBefore = machineCpu();
     const threadsBefore = agents.map((a) => cpuByName(`/proc/${a.pid()}/task`));
-    await Promise.all(agents.map((a) => a.metric("kaktus_nodejs_eventloop_lag_max_seconds"))); // resets the window
+    await Promise.all(agents.map((a) => a.metric("nodejs_eventloop_lag_max_seconds"))); // resets the window
     const watched = readiness();
     await watched.synced;
     const started = performance.now();
@@ -316,7 +314,7 @@ export async function scaleBenchmark(opts: ScaleOptions): Promise<Record<string,
     const quietSeconds = await untilQuiet(agents, started);
     const converged = await counters(agents);
     const heapMiB = await Promise.all(
-      agents.map(async (a) => round((await a.metric("kaktus_nodejs_heap_size_used_bytes")) / 2 ** 20)),
+      agents.map(async (a) => round((await a.metric("nodejs_heap_size_used_bytes")) / 2 ** 20)),
     );
     const procs = agents.map((a, i) => ({ ...processFigures(a.pid()), cpuBefore: cpuBefore[i]! }));
     const perObject = (k: "reconciles" | "writes" | "mutations") => round((converged[k] - before[k]) / total);

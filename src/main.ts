@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 import { Agent, type AgentConfig } from "./agent.js";
+import { build } from "./build.js";
 import { ProbeError } from "./host/accel/probe.js";
 import { parseMonHost } from "./host/rbd/monitors.js";
 import { rootLogger } from "./log.js";
@@ -38,6 +39,7 @@ Every flag can also be given as an environment variable (shown in brackets).
   --lease-duration S      [KAKTUS_LEASE_DURATION] default 15
   --metrics-address A     /healthz, /readyz, /metrics [KAKTUS_METRICS_ADDRESS] default 127.0.0.1:9464
   --log-level LEVEL       [KAKTUS_LOG_LEVEL] default info
+  --version               print the version and exit
 `;
 
 const options = {
@@ -63,6 +65,7 @@ const options = {
   "metrics-address": { type: "string", env: "KAKTUS_METRICS_ADDRESS", default: "127.0.0.1:9464" },
   "log-level": { type: "string", env: "KAKTUS_LOG_LEVEL", default: "info" },
   help: { type: "boolean", env: "" },
+  version: { type: "boolean", env: "" },
 } as const;
 
 type Flags = { -readonly [K in keyof typeof options]?: string };
@@ -76,6 +79,10 @@ function readFlags(argv: string[]): Flags {
   });
   if (values.help) {
     process.stdout.write(usage);
+    process.exit(0);
+  }
+  if (values.version) {
+    process.stdout.write(`kaktus-operator ${build.version} (revision ${build.revision}, Node.js ${build.node})\n`);
     process.exit(0);
   }
   const flags: Flags = {};

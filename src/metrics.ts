@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { build } from "./build.js";
 import type { AcceleratorChoice } from "./host/accel/probe.js";
 import type { ReconcileResult } from "./runtime/controller.js";
 
@@ -52,8 +53,15 @@ export class Metrics {
   });
 
   constructor(private readonly sources: MetricSources) {
-    collectDefaultMetrics({ register: this.registry, prefix: "kaktus_" });
+    // process_* and nodejs_*, the names Prometheus users and dashboards expect.
+    collectDefaultMetrics({ register: this.registry });
     const { registry } = this;
+    new Gauge({
+      name: "kaktus_build_info",
+      help: "The agent's version, source revision and Node.js version (value 1).",
+      labelNames: ["version", "revision", "nodejs_version"] as const,
+      registers: [registry],
+    }).set({ version: build.version, revision: build.revision, nodejs_version: build.node }, 1);
     new Gauge({
       name: "kaktus_queue_depth",
       help: "Keys waiting in each controller's queue.",

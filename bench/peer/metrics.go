@@ -54,8 +54,8 @@ func NewMetrics() *Metrics {
 		}, []string{"host"}),
 	}
 	ctrlmetrics.Registry.MustRegister(m.reconciles, m.reconcileTime, m.apiWrites, m.leaseWrites, m.hostMutations, m.hostErrorCount,
-		// kaktus_process_resident_memory_bytes and friends, as the TypeScript agent names them.
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "kaktus"}))
+		// process_resident_memory_bytes and friends, as the TypeScript agent exports them.
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

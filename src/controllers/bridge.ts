@@ -127,10 +127,12 @@ export function setupBridges(manager: Manager, deps: BridgeDeps): Controller {
           report(b, ctx, undefined);
           return {};
         },
-        // Cleanup is due but this node is done: drop a stale entry, and finalizers of nodes that are gone.
+        // Not this node's (or this node is done): drop a stale entry, and finalizers of nodes that are gone.
         async released(b, ctx) {
           if (!b.metadata.deletionTimestamp) {
-            if (b.status?.nodes?.some((n) => n.node === node)) report(b, ctx, undefined);
+            // Also the aggregate: a Bridge no node selects is reported (NoNodeSelected) by every agent
+            // alike, which writes only what differs, instead of by none.
+            report(b, ctx, undefined);
             return {};
           }
           const [stale] = goneNodeFinalizers(b, nodeList());

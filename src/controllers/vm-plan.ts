@@ -1,10 +1,10 @@
+import { isDeepStrictEqual } from "node:util";
 import { bridgeIfName, type Bridge } from "../api/bridge.js";
 import { vmDomainName, volumeImage } from "../api/names.js";
 import { formatBytes, toBytes } from "../api/quantity.js";
 import type { VirtualMachine, VirtualMachineStatus } from "../api/virtualmachine.js";
 import type { Volume } from "../api/volume.js";
 import { guestAgentOn, type ResolvedVm } from "../domain/desired.js";
-import { isDeepStrictEqual } from "node:util";
 import { diffDomains, type Change } from "../domain/diff.js";
 import type { DomainModel, NodeFacts } from "../domain/model.js";
 import { renderDiskXml, renderDomainXml, renderInterfaceXml } from "../domain/xml.js";

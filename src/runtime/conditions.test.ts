@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { setCondition } from "./conditions.js";
+import { progressConditions, setCondition } from "./conditions.js";
 import { statusPatch } from "./status.js";
 
 const t0 = new Date("2026-11-25T10:00:00.123Z");
@@ -65,5 +65,44 @@ describe("status patch", () => {
       { op: "test", path: "/metadata/resourceVersion", value: "1" },
       { op: "add", path: "/status", value: { phase: "Pending" } },
     ]);
+  });
+});
+
+describe("progressConditions: kstatus' Reconciling and Stalled, from Ready", () => {
+  const ready = (status: "True" | "False", reason: string) => [
+    { type: "Ready", status, reason, message: `ready says ${reason}`, lastTransitionTime: "t" },
+  ];
+  it.each([
+    ["no Ready yet", undefined, {}, ["True", "Provisioning"], ["False", "Provisioning"]],
+    ["Ready", ready("True", "Running"), {}, ["False", "Running"], ["False", "Running"]],
+    [
+      "working toward Ready",
+      ready("False", "WaitingForDependencies"),
+      {},
+      ["True", "WaitingForDependencies"],
+      ["False", "WaitingForDependencies"],
+    ],
+    [
+      "a reason that cannot progress",
+      ready("False", "PoolNotAllowed"),
+      {},
+      ["False", "PoolNotAllowed"],
+      ["True", "PoolNotAllowed"],
+    ],
+    [
+      "a failure that is not retried",
+      ready("False", "InvalidDomain"),
+      { terminal: true },
+      ["False", "InvalidDomain"],
+      ["True", "InvalidDomain"],
+    ],
+  ] as const)("%s", (_, conditions, opts, reconciling, stalled) => {
+    const [r, s] = progressConditions(conditions, opts);
+    expect([r.type, r.status, r.reason]).toEqual(["Reconciling", ...reconciling]);
+    expect([s.type, s.status, s.reason]).toEqual(["Stalled", ...stalled]);
+  });
+  it("the abnormal one carries Ready's message", () => {
+    expect(progressConditions(ready("False", "VolumeInUse"))[1].message).toBe("ready says VolumeInUse");
+    expect(progressConditions(ready("False", "ShuttingDown"))[0].message).toBe("ready says ShuttingDown");
   });
 });

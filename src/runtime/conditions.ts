@@ -58,3 +58,43 @@ export const condition = (
   reason: string,
   message = "",
 ): ConditionInput => ({ type, status, reason, message });
+
+/**
+ * Ready reasons that mean the object cannot progress until someone changes something (its spec, the
+ * host, another object): Stalled, in kstatus' terms. Every other Ready=False is work in progress.
+ */
+export const stalledReasons: ReadonlySet<string> = new Set([
+  "InvalidSpec", // the spec asks for what cannot be (a value libvirt or the XML cannot carry)
+  "Unsupported", // this node cannot give it (host-passthrough on a TCG node)
+  "NotOwned", // a host object of that name exists and is not the operator's
+  "PoolNotAllowed", // a Volume in, or cloned from, a pool the operator may not use
+  "NoNodeSelected", // a Bridge whose selector matches no node
+  "MissingInput", // a Secret the spec names does not exist, or lacks the key
+  "VolumeInUse", // another VirtualMachine holds the Volume
+  "ImageInUse", // another client has the image open
+  "StartFailed", // the domain fails to start, or keeps stopping (crash loop)
+]);
+
+/**
+ * kstatus' abnormal-true conditions (sigs.k8s.io/cli-utils/pkg/kstatus), derived from Ready so
+ * that they never disagree with it: Reconciling True while the operator works toward Ready,
+ * Stalled True when it cannot progress (a reason of `stalledReasons`, or a failure it will not
+ * retry); both False once Ready. Tools that wait (kstatus, kpt, Flux, Argo CD) then fail fast.
+ */
+export function progressConditions(
+  conditions: readonly Condition[] | undefined,
+  { terminal = false }: { terminal?: boolean } = {},
+): [ConditionInput, ConditionInput] {
+  const ready = findCondition(conditions, "Ready");
+  if (!ready)
+    return [
+      condition("Reconciling", "True", "Provisioning", "not observed yet"),
+      condition("Stalled", "False", "Provisioning"),
+    ];
+  const { reason, message } = ready;
+  if (ready.status === "True")
+    return [condition("Reconciling", "False", reason), condition("Stalled", "False", reason)];
+  if (terminal || stalledReasons.has(reason))
+    return [condition("Reconciling", "False", reason), condition("Stalled", "True", reason, message)];
+  return [condition("Reconciling", "True", reason, message), condition("Stalled", "False", reason)];
+}

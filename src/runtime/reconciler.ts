@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { ResourceClient } from "./client.js";
-import { condition, setConditions, type Condition, type ConditionInput } from "./conditions.js";
+import { condition, progressConditions, setConditions, type Condition, type ConditionInput } from "./conditions.js";
 import { TerminalError, type Action, type Reconcile } from "./controller.js";
 import type { EventRecorder, EventTarget } from "./events.js";
 import { addFinalizerPatch, removeFinalizerPatch } from "./finalizers.js";
@@ -58,7 +58,9 @@ export class StatusWriter<S extends CommonStatus> {
     this.conditions(...conditions);
   }
 
-  async flush(): Promise<void> {
+  /** `terminal`: a failure that will not be retried (Stalled). */
+  async flush({ terminal = false }: { terminal?: boolean } = {}): Promise<void> {
+    this.conditions(...progressConditions(this.draft.conditions, { terminal }));
     const obj = this.stored();
     const generation = obj.metadata.deletionTimestamp ? undefined : obj.metadata.generation;
     const status = { ...this.draft, ...(generation !== undefined ? { observedGeneration: generation } : {}) };
@@ -190,7 +192,7 @@ export function reconcile<T extends KindObject<S>, S extends CommonStatus>(
         condition("Ready", "False", failure.reason, failure.message),
       );
       status.set({ phase: "Failed" } as Partial<S>);
-      await status.flush();
+      await status.flush({ terminal: failure.terminal });
       await ctx.events.warning(failure.reason, failure.message);
       throw failure.terminal ? new TerminalError(failure.message) : err;
     }

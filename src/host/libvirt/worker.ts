@@ -222,7 +222,9 @@ export const ops = {
   guestInfo: (name: string): GuestInfo =>
     withDomain(name, "ask the guest agent of", (d) => {
       check(virt.domainAgentSetResponseTimeout(d, agentTimeoutSeconds, 0), `set the agent timeout of ${name}`);
-      return { ...guestSystem(d, name), interfaces: guestInterfaces(d, name) };
+      const interfaces = guestInterfaces(d, name);
+      // An agent too old for guest-get-osinfo or guest-get-host-name still gives the addresses.
+      return { ...orUnsupported(() => guestSystem(d, name), {}), interfaces };
     }),
 
   /** Defines (or updates) a secret and returns its UUID. */
@@ -239,6 +241,18 @@ export const ops = {
   undefineSecret: (uuid: string) =>
     void withSecret(uuid, (s) => check(virt.secretUndefine(s), `undefine secret ${uuid}`)),
 };
+
+const agentUnreachable = new Set([86, 97, 103]); // VIR_ERR_AGENT_UNRESPONSIVE, _UNSYNCED, _COMMAND_TIMEOUT
+
+/** What `fn` returns, or `fallback` when the guest agent answered that it cannot. */
+function orUnsupported<T>(fn: () => T, fallback: T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof LibvirtError && !agentUnreachable.has(err.code) && !connectionLost(err.code)) return fallback;
+    throw err;
+  }
+}
 
 function guestSystem(dom: Ptr, name: string): Omit<GuestInfo, "interfaces"> {
   const params: Ptr[] = [null];

@@ -1,0 +1,38 @@
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from "node:fs";
+import { join } from "node:path";
+import { cacheDir } from "./paths.js";
+import { run } from "./proc.js";
+
+/** A Go module's sources, for its cache key: every Go file, go.mod and go.sum below `dir`. */
+function sourceDigest(dir: string): string {
+  const hash = createHash("sha256");
+  const walk = (d: string): void => {
+    for (const entry of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const path = join(d, entry.name);
+      if (entry.isDirectory() && entry.name !== "bin") walk(path);
+      else if (/\.go$|^go\.(mod|sum)$/.test(entry.name)) hash.update(entry.name).update(readFileSync(path));
+    }
+  };
+  walk(dir);
+  return hash.digest("hex").slice(0, 12);
+}
+
+/** Where the binary of the Go module in `dir` is cached, per version of its sources: CACHE/NAME-DIGEST/FILE. */
+export const goBinary = (dir: string, name: string, file = name) =>
+  join(cacheDir, `${name}-${sourceDigest(dir)}`, file);
+
+/**
+ * Builds the Go module in `dir` once per source version into the cache. Outside the lab: modules
+ * come from the Go proxy, which the lab's namespaces cannot reach.
+ */
+export async function buildGoBinary(dir: string, name: string, file = name): Promise<string> {
+  const binary = goBinary(dir, name, file);
+  if (existsSync(binary)) return binary;
+  mkdirSync(join(binary, ".."), { recursive: true });
+  const started = Date.now();
+  await run("go", ["-C", dir, "build", "-trimpath", "-o", `${binary}.tmp`, "."], { timeoutMs: 20 * 60_000 });
+  renameSync(`${binary}.tmp`, binary);
+  console.error(`[lab] built ${name} in ${(Date.now() - started) / 1000}s`);
+  return binary;
+}
