@@ -3,7 +3,7 @@ import prettier from "eslint-config-prettier";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "dist/", "reports/", ".lab/", ".cache/"] },
+  { ignores: ["node_modules/", "dist/", "reports/", ".lab/", ".cache/", "build/"] },
   js.configs.recommended,
   ...tseslint.configs.strict,
   prettier,

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/rest"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -53,9 +52,9 @@ func NewMetrics() *Metrics {
 			Help: "Reconciles that failed on a host call, by host layer.",
 		}, []string{"host"}),
 	}
-	ctrlmetrics.Registry.MustRegister(m.reconciles, m.reconcileTime, m.apiWrites, m.leaseWrites, m.hostMutations, m.hostErrorCount,
-		// process_resident_memory_bytes and friends, as the TypeScript agent exports them.
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// controller-runtime's registry already has process_resident_memory_bytes and friends, named as
+	// the TypeScript agent names them.
+	ctrlmetrics.Registry.MustRegister(m.reconciles, m.reconcileTime, m.apiWrites, m.leaseWrites, m.hostMutations, m.hostErrorCount)
 	return m
 }
 

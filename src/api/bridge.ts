@@ -23,22 +23,30 @@ const LabelSelector = Type.Object(
   {
     // A map, declared the structural way (additionalProperties), not TypeBox's patternProperties.
     matchLabels: Type.Optional(
-      Type.Unsafe<Record<string, string>>({ type: "object", additionalProperties: { type: "string", maxLength: 63 } }),
+      Type.Unsafe<Record<string, string>>({
+        type: "object",
+        additionalProperties: { type: "string", maxLength: 63 },
+        description: "Node labels that must all match.",
+      }),
     ),
     matchExpressions: Type.Optional(
       Type.Array(
         Type.Object(
           {
-            key: Type.String({ minLength: 1, maxLength: 317 }),
-            operator: StringEnum(["In", "NotIn", "Exists", "DoesNotExist"] as const),
-            values: Type.Optional(Type.Array(Type.String({ maxLength: 63 }), { maxItems: 64 })),
+            key: Type.String({ minLength: 1, maxLength: 317, description: "A node label key." }),
+            operator: StringEnum(["In", "NotIn", "Exists", "DoesNotExist"] as const, {
+              description: "How the label's value is compared with values.",
+            }),
+            values: Type.Optional(
+              Type.Array(Type.String({ maxLength: 63 }), { maxItems: 64, description: "For In and NotIn." }),
+            ),
           },
           validations({
             rule: "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0",
             message: "In and NotIn need values; Exists and DoesNotExist take none",
           }),
         ),
-        { maxItems: 16 },
+        { maxItems: 16, description: "Label expressions that must all match." },
       ),
     ),
   },
@@ -105,12 +113,12 @@ export const BridgeSpec = Type.Object({
 });
 
 export const BridgeNodeStatus = Type.Object({
-  node: Type.String(),
-  ready: Type.Boolean(),
-  mtu: Type.Optional(Type.Integer()),
-  ports: Type.Optional(Type.Array(Type.String(), { maxItems: 64 })),
+  node: Type.String({ description: "The node." }),
+  ready: Type.Boolean({ description: "Whether the bridge is there as the spec asks." }),
+  mtu: Type.Optional(Type.Integer({ description: "Its MTU as seen." })),
+  ports: Type.Optional(Type.Array(Type.String(), { maxItems: 64, description: "Its ports as seen." })),
   attachedNICs: Type.Optional(Type.Integer({ minimum: 0, description: "VM NICs plugged into the bridge." })),
-  message: Type.Optional(Type.String({ maxLength: 4096 })),
+  message: Type.Optional(Type.String({ maxLength: 4096, description: "What is wrong on this node, if anything." })),
 });
 
 export const BridgeStatus = Type.Object({
@@ -121,6 +129,7 @@ export const BridgeStatus = Type.Object({
       "x-kubernetes-list-type": "map",
       "x-kubernetes-list-map-keys": ["node"],
       maxItems: 1024,
+      description: "One entry per node the bridge is on, written by that node's agent.",
     }),
   ),
 });

@@ -110,8 +110,11 @@ export function customResourceDefinition(def: KindDefinition) {
                 apiVersion: { type: "string" },
                 kind: { type: "string" },
                 metadata: { type: "object" },
-                spec: plain(def.spec),
-                status: plain(def.status),
+                spec: { ...plain(def.spec), description: "What the user asks for." },
+                status: {
+                  ...plain(def.status),
+                  description: "What the operator observed (written by the operator only).",
+                },
               },
               ...def.rootValidations,
             },
@@ -128,3 +131,14 @@ export const crdFileName = (def: KindDefinition) => `${group}_${def.names.plural
 export const renderCrd = (def: KindDefinition): string =>
   "# Generated from src/api by `npm run gen:crds`. Do not edit: change the schema and regenerate.\n" +
   stringify(customResourceDefinition(def), { lineWidth: 0 });
+
+/**
+ * The JSON Schema of one kind's objects, for kubeconform and editors (the CRDs-catalog layout:
+ * schemas/GROUP/KIND_VERSION.json), from the same source as the CRD.
+ */
+export const jsonSchemaFileName = (def: KindDefinition) => `${group}/${def.names.kind.toLowerCase()}_${version}.json`;
+export function renderJsonSchema(def: KindDefinition): string {
+  const crd = customResourceDefinition(def);
+  const schema = crd.spec.versions[0]!.schema.openAPIV3Schema;
+  return `${JSON.stringify({ $schema: "http://json-schema.org/draft-04/schema#", title: `${def.names.kind} (${group}/${version})`, ...schema }, null, 2)}\n`;
+}

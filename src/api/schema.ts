@@ -80,15 +80,24 @@ export const NamedList = <T extends TSchema>(item: T, options: SchemaOptions & {
 /** metav1.Condition, as the API declares it. */
 export const Condition = Type.Object({
   type: Type.String({
+    description:
+      "Ready, Synced, Reconciling, Stalled, and per kind (DependenciesReady, RestartRequired, GuestAgentConnected, Degraded).",
     maxLength: 316,
     pattern:
       "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
   }),
-  status: StringEnum(["True", "False", "Unknown"] as const),
-  observedGeneration: Type.Optional(Type.Integer({ format: "int64", minimum: 0 })),
-  lastTransitionTime: Type.String({ format: "date-time" }),
-  reason: Type.String({ minLength: 1, maxLength: 1024, pattern: "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$" }),
-  message: Type.String({ maxLength: 32768 }),
+  status: StringEnum(["True", "False", "Unknown"] as const, { description: "Whether the condition holds." }),
+  observedGeneration: Type.Optional(
+    Type.Integer({ format: "int64", minimum: 0, description: "The metadata.generation the condition was set for." }),
+  ),
+  lastTransitionTime: Type.String({ format: "date-time", description: "When status last changed." }),
+  reason: Type.String({
+    minLength: 1,
+    maxLength: 1024,
+    pattern: "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+    description: "Why, in one CamelCase word (the README lists them per condition).",
+  }),
+  message: Type.String({ maxLength: 32768, description: "Why, in words." }),
 });
 
 /** What every kind's status carries. */
@@ -98,7 +107,13 @@ export const commonStatus = {
   ),
   phase: Type.Optional(Type.String({ description: "A one-word summary for humans; conditions are the API." })),
   conditions: Type.Optional(
-    Type.Array(Condition, { "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"], maxItems: 16 }),
+    Type.Array(Condition, {
+      "x-kubernetes-list-type": "map",
+      "x-kubernetes-list-map-keys": ["type"],
+      maxItems: 16,
+      description:
+        "Ready (converged), Synced (the last reconcile applied the spec), Reconciling (working toward Ready) and Stalled (cannot progress until something changes), with kind-specific ones.",
+    }),
   ),
 };
 

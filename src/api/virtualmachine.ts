@@ -26,16 +26,26 @@ export const runStrategies = ["Always", "Halted", "Manual", "RerunOnFailure"] as
 const Disk = Type.Object({
   name: DnsLabel({ description: "Name of the disk inside this VM." }),
   volumeRef: DnsLabel({ description: "A Volume in the VM's namespace." }),
-  bus: Type.Optional(StringEnum(["virtio", "scsi", "sata"] as const, { default: "virtio" })),
+  bus: Type.Optional(
+    StringEnum(["virtio", "scsi", "sata"] as const, {
+      default: "virtio",
+      description: "How the guest sees the disk: virtio (vdX, fastest), scsi (sdX, virtio-scsi) or sata (sdX, any OS).",
+    }),
+  ),
   bootOrder: Type.Optional(Type.Integer({ minimum: 1, maximum: 64, description: "Boot priority, 1 first." })),
-  readOnly: Type.Optional(Type.Boolean({ default: false })),
+  readOnly: Type.Optional(Type.Boolean({ default: false, description: "The guest cannot write to the disk." })),
 });
 
 const Interface = Type.Object({
   name: DnsLabel({ description: "Name of the NIC inside this VM." }),
   bridgeRef: DnsSubdomain({ description: "A Bridge (cluster-scoped) that is Ready on the VM's node." }),
   mac: Type.Optional(MacAddress({ description: "Omitted: generated once and kept in status." })),
-  model: Type.Optional(StringEnum(["virtio", "e1000"] as const, { default: "virtio" })),
+  model: Type.Optional(
+    StringEnum(["virtio", "e1000"] as const, {
+      default: "virtio",
+      description: "The NIC the guest sees: virtio (fastest), or e1000 for an OS without virtio drivers.",
+    }),
+  ),
 });
 
 const CpuFeature = Type.Object({
@@ -58,7 +68,7 @@ const CloudInit = Type.Object(
     userData: Type.Optional(Type.String({ maxLength: 65536, description: "NoCloud user-data." })),
     userDataSecretRef: Type.Optional(
       Type.Object(
-        { name: DnsSubdomain() },
+        { name: DnsSubdomain({ description: "The Secret's name." }) },
         { description: "A Secret in the VM's namespace whose key userdata holds the user-data." },
       ),
     ),
@@ -67,10 +77,13 @@ const CloudInit = Type.Object(
     ),
     networkConfig: Type.Optional(Type.String({ maxLength: 65536, description: "NoCloud network-config (v1 or v2)." })),
   },
-  validations({
-    rule: "!(has(self.userData) && has(self.userDataSecretRef))",
-    message: "set userData or userDataSecretRef, not both",
-  }),
+  {
+    description: "A NoCloud seed disk for cloud-init (a read-only virtio disk, volume id cidata).",
+    ...validations({
+      rule: "!(has(self.userData) && has(self.userDataSecretRef))",
+      message: "set userData or userDataSecretRef, not both",
+    }),
+  },
 );
 
 export const VirtualMachineSpec = Type.Object(
@@ -82,11 +95,20 @@ export const VirtualMachineSpec = Type.Object(
         message: "node is immutable: moving a VM between nodes is not supported",
       }),
     }),
-    runStrategy: Type.Optional(StringEnum(runStrategies, { default: "Always" })),
+    runStrategy: Type.Optional(
+      StringEnum(runStrategies, {
+        default: "Always",
+        description:
+          "Always: kept running, started again whenever it stops. Halted: shut down (ACPI, then destroyed after " +
+          "shutdownGracePeriodSeconds) and kept off. Manual: never started or stopped by the operator (virsh or " +
+          "the guest decide). RerunOnFailure: started again after a crash or a failure, left off when the guest " +
+          "powers itself off.",
+      }),
+    ),
     cpu: Type.Optional(
       Type.Object(
         {
-          cores: Type.Optional(Type.Integer({ minimum: 1, maximum: 256, default: 1 })),
+          cores: Type.Optional(Type.Integer({ minimum: 1, maximum: 256, default: 1, description: "Virtual CPUs." })),
           model: Type.Optional(
             Type.String({
               maxLength: 64,
@@ -103,7 +125,7 @@ export const VirtualMachineSpec = Type.Object(
             }),
           ),
         },
-        { default: {} },
+        { default: {}, description: "The guest's CPUs." },
       ),
     ),
     memory: Quantity({
@@ -117,11 +139,14 @@ export const VirtualMachineSpec = Type.Object(
         { rule: `${celQuantity("self")}.compareTo(quantity('4Ti')) <= 0`, message: "memory must be at most 4Ti" },
       ),
     }),
-    firmware: Type.Optional(StringEnum(["bios", "efi"] as const, { default: "bios" })),
+    firmware: Type.Optional(
+      StringEnum(["bios", "efi"] as const, { default: "bios", description: "bios (SeaBIOS) or efi (OVMF, on q35)." }),
+    ),
     secureBoot: Type.Optional(Type.Boolean({ default: false, description: "UEFI Secure Boot; needs firmware efi." })),
     disks: Type.Optional(
       NamedList(Disk, {
         maxItems: 16,
+        description: "Volumes attached as disks, in order (vda, vdb, … on virtio). Added or removed live.",
         ...validations(
           {
             rule: "self.all(d, !has(d.bootOrder) || self.exists_one(e, has(e.bootOrder) && e.bootOrder == d.bootOrder))",
@@ -137,6 +162,7 @@ export const VirtualMachineSpec = Type.Object(
     interfaces: Type.Optional(
       NamedList(Interface, {
         maxItems: 8,
+        description: "NICs on Bridges of the VM's node. Added, removed or moved to another Bridge live.",
         ...validations({
           rule: "self.all(i, !has(i.mac) || self.exists_one(j, has(j.mac) && j.mac.lowerAscii() == i.mac.lowerAscii()))",
           message: "two interfaces have the same mac",
@@ -151,7 +177,12 @@ export const VirtualMachineSpec = Type.Object(
           "Omitted: on for VMs with cloudInit, off otherwise.",
       }),
     ),
-    graphics: Type.Optional(StringEnum(["spice", "vnc", "none"] as const, { default: "spice" })),
+    graphics: Type.Optional(
+      StringEnum(["spice", "vnc", "none"] as const, {
+        default: "spice",
+        description: "A console on the node's 127.0.0.1 (spice or vnc), or none (serial console only).",
+      }),
+    ),
     autostart: Type.Optional(Type.Boolean({ default: true, description: "Start the domain when the host boots." })),
     shutdownGracePeriodSeconds: Type.Optional(
       Type.Integer({
@@ -183,15 +214,18 @@ export const VirtualMachineStatus = Type.Object({
   guest: Type.Optional(
     Type.Object(
       {
-        hostname: Type.Optional(Type.String()),
+        hostname: Type.Optional(Type.String({ description: "The guest's hostname." })),
         os: Type.Optional(
-          Type.Object({
-            id: Type.Optional(Type.String()),
-            name: Type.Optional(Type.String()),
-            prettyName: Type.Optional(Type.String()),
-            versionId: Type.Optional(Type.String()),
-            kernelRelease: Type.Optional(Type.String()),
-          }),
+          Type.Object(
+            {
+              id: Type.Optional(Type.String({ description: "os-release ID, for example debian." })),
+              name: Type.Optional(Type.String({ description: "os-release NAME." })),
+              prettyName: Type.Optional(Type.String({ description: "os-release PRETTY_NAME." })),
+              versionId: Type.Optional(Type.String({ description: "os-release VERSION_ID, for example 12." })),
+              kernelRelease: Type.Optional(Type.String({ description: "The running kernel's release." })),
+            },
+            { description: "The guest's operating system." },
+          ),
         ),
       },
       { description: "What the guest agent says of the guest; absent while no agent answers." },
@@ -200,9 +234,9 @@ export const VirtualMachineStatus = Type.Object({
   interfaces: Type.Optional(
     Type.Array(
       Type.Object({
-        name: Type.String(),
-        mac: Type.String(),
-        bridge: Type.Optional(Type.String()),
+        name: Type.String({ description: "The spec's interface name." }),
+        mac: Type.String({ description: "Its MAC address (from the spec, or generated once and kept)." }),
+        bridge: Type.Optional(Type.String({ description: "The Bridge it is on." })),
         ips: Type.Optional(
           Type.Array(Type.String(), {
             maxItems: 32,
@@ -214,6 +248,7 @@ export const VirtualMachineStatus = Type.Object({
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["name"],
         maxItems: 8,
+        description: "Each NIC: its identity, and the addresses the guest agent reports.",
       },
     ),
   ),

@@ -68,6 +68,7 @@ export const stalledReasons: ReadonlySet<string> = new Set([
   "Unsupported", // this node cannot give it (host-passthrough on a TCG node)
   "NotOwned", // a host object of that name exists and is not the operator's
   "PoolNotAllowed", // a Volume in, or cloned from, a pool the operator may not use
+  "SourceNotFound", // the template image or snapshot a Volume clones does not exist
   "NoNodeSelected", // a Bridge whose selector matches no node
   "MissingInput", // a Secret the spec names does not exist, or lacks the key
   "VolumeInUse", // another VirtualMachine holds the Volume

@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cephLibvirtKeyringPath } from "./ceph.js";
-import { cephConfPath, kubeconfigPath, repoRoot, type LabNode } from "./paths.js";
+import { agentKubeconfigPath, ensureAgentKubeconfig } from "./kube.js";
+import { cephConfPath, repoRoot, type LabNode } from "./paths.js";
 import { probeGuestDir } from "./probe-guest.js";
 import { LabError, logTail, runningPid, startDaemon, stopDaemon, waitFor, type Daemon } from "./proc.js";
 
@@ -33,7 +34,7 @@ export function labAgentArgs(node: LabNode, opts: AgentOptions): string[] {
     ...(opts.nodeArgs ?? []),
     ...(opts.compiled ? [join(repoRoot, "dist/main.js")] : ["--import", "tsx", join(repoRoot, "src/main.ts")]),
     `--node=${node.name}`,
-    `--kubeconfig=${kubeconfigPath}`,
+    `--kubeconfig=${agentKubeconfigPath}`,
     `--libvirt-uri=${node.libvirtUri}`,
     `--ceph-conf=${cephConfPath}`,
     "--ceph-user=libvirt",
@@ -71,6 +72,7 @@ export function labAgent(node: LabNode, opts: AgentOptions) {
       const known = opts.accelerator === undefined && existsSync(remembered) && readFileSync(remembered, "utf8");
       const forced = known ? [`--accelerator=${known}`] : [];
       daemon.args = labAgentArgs(node, { ...opts, args: [...forced, ...(opts.args ?? [])] });
+      await ensureAgentKubeconfig();
       await agent.start();
       if (known || opts.accelerator !== undefined) return;
       const { text } = await agent.get("/metrics");

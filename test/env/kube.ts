@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { request } from "node:https";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { cacheDir, kubeconfigPath, kubeDir, labDir, labVethAddress, repoRoot } from "./paths.js";
+import { cacheDir, kubeconfigPath, kubeDir, labDir, labVethAddress, logDir, repoRoot } from "./paths.js";
 import { LabError, run, runningPid, startDaemon, stopDaemon, waitDaemonReady, type Daemon } from "./proc.js";
 
 /**
@@ -163,7 +163,8 @@ async function ensureCerts(): Promise<void> {
 
 const b64 = (path: string) => readFileSync(path).toString("base64");
 
-function writeKubeconfig(path: string, server: string, client: string): void {
+/** A kubeconfig for the lab's apiserver; `client`: a client cert's path (no suffix), or a bearer token. */
+function writeKubeconfig(path: string, server: string, client: string | { token: string }): void {
   const config = {
     apiVersion: "v1",
     kind: "Config",
@@ -171,7 +172,10 @@ function writeKubeconfig(path: string, server: string, client: string): void {
     users: [
       {
         name: "user",
-        user: { "client-certificate-data": b64(`${client}.crt`), "client-key-data": b64(`${client}.key`) },
+        user:
+          typeof client === "string"
+            ? { "client-certificate-data": b64(`${client}.crt`), "client-key-data": b64(`${client}.key`) }
+            : { token: client.token },
       },
     ],
     contexts: [{ name: "kaktus-lab", context: { cluster: "kaktus-lab", user: "user" } }],
@@ -225,6 +229,11 @@ function daemons(binDir: string): Record<"etcd" | "apiserver" | "controllerManag
         "--allow-privileged=true",
         "--profiling=false",
         "--event-ttl=1h",
+        // What the agents' ServiceAccount does, request by request (the RBAC test reads it).
+        `--audit-policy-file=${auditPolicyPath}`,
+        `--audit-log-path=${auditLogPath}`,
+        "--audit-log-maxsize=200",
+        "--audit-log-maxbackup=1",
         "--v=1",
       ],
     },
@@ -293,6 +302,7 @@ export const controlPlane = {
     writeKubeconfig(kubeconfigPath, `https://127.0.0.1:${apiserverPort}`, certs.admin);
     writeKubeconfig(nodeBKubeconfigPath, `https://${labVethAddress}:${apiserverPort}`, certs.admin);
     writeKubeconfig(controllerManagerKubeconfig, `https://127.0.0.1:${apiserverPort}`, certs.controllerManager);
+    writeFileSync(auditPolicyPath, stringify(auditPolicy));
     const d = daemons(binDir);
     await this.startEtcd(d.etcd);
     await this.startApiserver(d.apiserver);
@@ -316,3 +326,46 @@ export const controlPlane = {
     for (const daemon of order) await stopDaemon(daemon);
   },
 };
+
+/** The agents' identity in the lab: the bundle's ServiceAccount. */
+export const agentUser = "system:serviceaccount:kaktus-system:kaktus-operator";
+const auditPolicyPath = join(kubeDir, "audit-policy.yaml");
+export const auditLogPath = join(logDir, "audit-agents.log");
+const auditPolicy = {
+  apiVersion: "audit.k8s.io/v1",
+  kind: "Policy",
+  omitStages: ["RequestReceived"],
+  rules: [{ level: "Metadata", users: [agentUser] }, { level: "None" }],
+};
+
+/** The agents' kubeconfig: the bundle's ServiceAccount, with the bundle's RBAC, never the lab's admin. */
+export const agentKubeconfigPath = join(kubeDir, "agent.kubeconfig");
+let agentIdentity: { at: number; done: Promise<void> } | undefined;
+
+/**
+ * Applies the bundle's ServiceAccount and RBAC (manifests/base/rbac.yaml) to the lab and writes a
+ * kubeconfig with a fresh token of that account, at most once an hour per process: every agent the
+ * tests start has exactly the permissions a cluster install gives it, so a missing one shows.
+ */
+export function ensureAgentKubeconfig(): Promise<void> {
+  if (agentIdentity && Date.now() - agentIdentity.at < 3_600_000) return agentIdentity.done;
+  const kubectl = (...args: string[]) => run(kubectlPath(), ["--kubeconfig", kubeconfigPath, ...args]);
+  const done = (async () => {
+    const rbac = join(repoRoot, "manifests/base/rbac.yaml");
+    await kubectl(
+      "apply",
+      "--server-side",
+      "--force-conflicts",
+      "--field-manager=kaktus-lab",
+      "-n",
+      "kaktus-system",
+      "-f",
+      rbac,
+    );
+    const { stdout } = await kubectl("create", "token", "kaktus-operator", "-n", "kaktus-system", "--duration=24h");
+    writeKubeconfig(agentKubeconfigPath, `https://127.0.0.1:${apiserverPort}`, { token: stdout.trim() });
+  })();
+  agentIdentity = { at: Date.now(), done };
+  done.catch(() => (agentIdentity = undefined));
+  return done;
+}

@@ -1,3 +1,4 @@
+import { kinds } from "../../src/api/kinds.js";
 import { existsSync } from "node:fs";
 import * as k8s from "@kubernetes/client-node";
 import { kubeconfigPath, kubectlPath } from "../env/lab.js";
@@ -16,8 +17,9 @@ export const kubectl = async (args: string[], input?: string): Promise<string> =
 
 /** Installs (server-side apply, idempotent) the generated CRDs and waits until all are Established. */
 export async function installCrds(): Promise<void> {
-  await kubectl(["apply", "--server-side", "--force-conflicts", "-f", "crds/"]);
-  await kubectl(["wait", "--for=condition=Established", "--timeout=30s", "-f", "crds/"]);
+  await kubectl(["apply", "--server-side", "--force-conflicts", "-k", "crds/"]);
+  const crds = [kinds.bridge, kinds.volume, kinds.virtualMachine].map((k) => `crd/${k.plural}.${k.group}`);
+  await kubectl(["wait", "--for=condition=Established", "--timeout=30s", ...crds]);
   // Established is not yet "served with its watch cache": wait until a list answers.
   await waitFor(
     "kaktus resources served",

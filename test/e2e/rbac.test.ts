@@ -1,0 +1,123 @@
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { labAgent } from "../env/agents.js";
+import { agentUser, auditLogPath } from "../env/kube.js";
+import { nodes } from "../env/lab.js";
+import { applyObjects, kbr, kvm, kvol, patchObject, waitCondition, waitObject } from "../support/e2e.js";
+import { installCrds, kubectl } from "../support/kube.js";
+
+/**
+ * The agents run under the bundle's ServiceAccount (test/env/kube.ts), never as the lab's admin.
+ * Here two agents take a VM through its life (a Bridge, Volumes, user-data from a Secret, a live
+ * grow, deletion), and the API server's audit log of that account is compared with what
+ * `kubectl auth can-i --list` grants it: nothing refused, nothing granted that is never used (but
+ * the few calls of rare paths, each named below with its caller).
+ */
+const [nodeA, nodeB] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
+const agents = [labAgent(nodeA, { metricsPort: 9500 }), labAgent(nodeB, { metricsPort: 9501 })] as const;
+const ns = "e2e-rbac";
+
+/** Granted, and called only on paths this scenario does not take. */
+const rarePaths: Record<string, string> = {
+  "get virtualmachines.kaktus.kowabunga.cloud":
+    "an orphaned domain whose object moved nodes (virtualmachine.ts orphan)",
+  "create leases.coordination.k8s.io": "the first agent of a cluster makes the Volume controller's Lease (leader.ts)",
+  "patch events": "folds a repeated Event into its first (events.ts)",
+};
+
+interface AuditEvent {
+  verb: string;
+  user: { username: string };
+  objectRef?: { resource?: string; subresource?: string; apiGroup?: string };
+  responseStatus?: { code?: number };
+  requestReceivedTimestamp: string;
+}
+
+/** As `kubectl auth can-i --list` names it: plural.group/subresource. */
+const resourceOf = (r: NonNullable<AuditEvent["objectRef"]>) =>
+  `${r.resource}${r.apiGroup ? `.${r.apiGroup}` : ""}${r.subresource ? `/${r.subresource}` : ""}`;
+
+/** `kubectl auth can-i --list` as "verb resource" pairs (its table: Resources, URLs, Names, Verbs). */
+async function granted(namespace: string): Promise<Set<string>> {
+  const out = await kubectl(["auth", "can-i", "--list", `--as=${agentUser}`, "-n", namespace]);
+  const pairs = new Set<string>();
+  for (const line of out.split("\n").slice(1)) {
+    const m = /^(\S+)\s+.*\[([^\]]*)\]\s*$/.exec(line.trim());
+    if (!m) continue;
+    const [, resource, verbs] = m;
+    // What every authenticated user may do (discovery, self reviews) is not the bundle's grant.
+    if (/selfsubject|^\*\.|^\[/.test(resource!) || resource!.startsWith("/")) continue;
+    for (const verb of verbs!.split(" ").filter(Boolean)) pairs.add(`${verb} ${resource}`);
+  }
+  return pairs;
+}
+
+describe("RBAC: the agents under their ServiceAccount", () => {
+  let since = "";
+
+  beforeAll(async () => {
+    await installCrds();
+    since = new Date().toISOString();
+    await Promise.all(agents.map((a) => a.start()));
+    await kubectl(["delete", "namespace", ns, "--ignore-not-found", "--timeout=180s"]);
+    await kubectl(["create", "namespace", ns]);
+  }, 300_000);
+
+  afterAll(async () => {
+    await kubectl(["delete", "namespace", ns, "--ignore-not-found", "--timeout=180s"]).catch(() => undefined);
+    await kubectl(["delete", kbr, "rbac-br", "--ignore-not-found", "--timeout=60s"]).catch(() => undefined);
+    await Promise.all(agents.map((a) => a.stop()));
+  }, 300_000);
+
+  it("take a VM through its life with only the bundle's permissions", async () => {
+    await kubectl(["create", "secret", "generic", "rbac-userdata", "-n", ns, "--from-literal=userdata=#cloud-config"]);
+    await applyObjects(
+      { apiVersion: "kaktus.kowabunga.cloud/v1alpha1", kind: "Bridge", metadata: { name: "rbac-br" }, spec: {} },
+      {
+        apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
+        kind: "Volume",
+        metadata: { name: "rbac-disk", namespace: ns },
+        spec: { pool: "rbd", size: "64Mi" },
+      },
+      {
+        apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
+        kind: "VirtualMachine",
+        metadata: { name: "rbac-vm", namespace: ns },
+        spec: {
+          node: nodeB.name,
+          memory: "64Mi",
+          graphics: "none",
+          shutdownGracePeriodSeconds: 1,
+          disks: [{ name: "os", volumeRef: "rbac-disk" }],
+          interfaces: [{ name: "net0", bridgeRef: "rbac-br" }],
+          cloudInit: { userDataSecretRef: { name: "rbac-userdata" } },
+        },
+      },
+    );
+    await waitCondition(kvm, "rbac-vm", ns, "Ready", "True", "Running", 120_000);
+    await patchObject(kvol, "rbac-disk", ns, { spec: { size: "128Mi" } });
+    await waitObject(kvol, "rbac-disk", ns, "grown", (o) => o?.status?.capacity === "128Mi");
+    await kubectl(["delete", kvm, "rbac-vm", "-n", ns, "--timeout=120s"]);
+    await kubectl(["delete", kvol, "rbac-disk", "-n", ns, "--timeout=120s"]);
+    await kubectl(["delete", kbr, "rbac-br", "--timeout=60s"]);
+  }, 300_000);
+
+  it("the audit log: nothing refused, and every permission granted is used", async () => {
+    const events = readFileSync(auditLogPath, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as AuditEvent)
+      .filter((e) => e.user.username === agentUser && e.requestReceivedTimestamp >= since && e.objectRef?.resource);
+    expect(events.length).toBeGreaterThan(0);
+    const refused = events
+      .filter((e) => e.responseStatus?.code === 403)
+      .map((e) => `${e.verb} ${resourceOf(e.objectRef!)}`);
+    expect(refused).toEqual([]);
+    const used = new Set(events.map((e) => `${e.verb} ${resourceOf(e.objectRef!)}`));
+    // The Lease's Role is in kaktus-system; everything else is cluster-wide.
+    const grants = new Set([...(await granted(ns)), ...(await granted("kaktus-system"))]);
+    const unused = [...grants].filter((g) => !used.has(g) && !(g in rarePaths)).sort();
+    console.log(`[figure] the agents' account: ${used.size} verb/resource pairs used, ${grants.size} granted`);
+    expect(unused).toEqual([]);
+  }, 60_000);
+});
