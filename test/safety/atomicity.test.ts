@@ -22,13 +22,15 @@ import { kubectl } from "../support/kube.js";
 
 /**
  * Hazard 4: a half-made image reported Ready. The Volume leader is SIGKILLed in the middle of a
- * copy of a Volume full of data, ten times at random points. Whenever a copy says Ready, its data is
+ * copy of a Volume full of data, six times at random points. Whenever a copy says Ready, its data is
  * the source's, whole; none is lost, and no half-made image is left behind.
  */
 const agents = nodes.map((n, i) => labAgent(n, { metricsPort: 9488 + i, leaseDurationSeconds: 3 }));
 const store = new RbdClient({ confPath: cephConfPath, user: "admin" });
 const ns = "safety-atomic";
 const sourceMiB = 256;
+/** Each kill costs a lease expiry and a takeover (~12 s): six random points keep CI's warm run under 20 min. */
+const kills = 6;
 
 /** A digest of an image's whole content. */
 async function digest(image: string): Promise<string> {
@@ -74,14 +76,14 @@ describe("an interrupted copy is never Ready and never left behind", () => {
     await dropNamespace(ns, agents);
   }, 300_000);
 
-  it("SIGKILL of the leader at 10 random points of a copy", async () => {
+  it("SIGKILL of the leader at 6 random points of a copy", async () => {
     const source = await digest(`${ns}.source`);
     const started = Date.now();
     const copyName = (i: number) => `copy-${i}`;
     const timings: number[] = [];
     const phases: Record<string, number> = { ready: 0, digest: 0, restartAndDelete: 0 };
     const lap = (phase: string, since: number) => (phases[phase]! += Date.now() - since);
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < kills; i++) {
       const copy = copyName(i);
       await applyObjects({
         apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
@@ -120,7 +122,7 @@ describe("an interrupted copy is never Ready and never left behind", () => {
       lap("restartAndDelete", since);
     }
     console.log(
-      `[figure] 10 leader kills during copies (at ${timings.join(", ")} ms), ${(Date.now() - started) / 1000} s; ms in total per phase: ${JSON.stringify(phases)}`,
+      `[figure] ${kills} leader kills during copies (at ${timings.join(", ")} ms), ${(Date.now() - started) / 1000} s; ms in total per phase: ${JSON.stringify(phases)}`,
     );
     const left = (await rbdImages("rbd")).filter((i) => i.startsWith(`${ns}.`));
     expect(left).toEqual([`${ns}.source`]);
