@@ -22,6 +22,10 @@ export const imageArchive = () => join(imageDir, `${imageName}-${pkg.version}.oc
 
 export async function buildImage(): Promise<{ archive: string; seconds: number; bytes: number }> {
   const started = Date.now();
+  for (const tool of ["mmdebstrap", "buildah"])
+    await run(tool, ["--version"]).catch(() => {
+      throw new Error(`${tool} is needed: apt-get install --no-install-recommends mmdebstrap buildah`);
+    });
   const revision = (await run("git", ["rev-parse", "HEAD"], { cwd: repoRoot })).stdout.trim();
   const work = join(imageDir, "work");
   rmSync(work, { recursive: true, force: true });
