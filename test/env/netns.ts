@@ -1,6 +1,7 @@
-import { existsSync, statSync } from "node:fs";
-import { labNetns, labVethAddress, nodeBNetns, nodeBVethAddress } from "./paths.js";
-import { run } from "./proc.js";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { labDir, labNetns, labVethAddress, nodeBNetns, nodeBVethAddress } from "./paths.js";
+import { LabError, run } from "./proc.js";
 
 /**
  * The lab's network: two namespaces we create (node A, which also hosts the shared services, and
@@ -20,8 +21,29 @@ export function insideLab(): boolean {
   return statSync("/proc/self/ns/net").ino === statSync(netnsPath(labNetns)).ino;
 }
 
-async function ensureNetns(name: string): Promise<void> {
+/**
+ * The namespaces this lab created, by inode: named namespaces outlive a lab (and a clone), and one
+ * left by another lab holds that lab's bridges, which the operator rightly refuses to take as its own.
+ */
+const recordPath = join(labDir, "netns.json");
+const netnsInode = (name: string) => statSync(netnsPath(name)).ino;
+
+export function recordedNetns(): Record<string, number> {
+  return existsSync(recordPath) ? (JSON.parse(readFileSync(recordPath, "utf8")) as Record<string, number>) : {};
+}
+
+/** Creates a namespace, or replaces one this lab did not create (refused while anything runs in it). */
+async function ensureNetns(name: string, recorded: Record<string, number>): Promise<void> {
+  if (netnsExists(name) && recorded[name] !== netnsInode(name)) {
+    const { stdout } = await run("ip", ["netns", "pids", name]);
+    if (stdout.trim())
+      throw new LabError(
+        `network namespace ${name} belongs to another lab whose processes still run (${stdout.trim().split("\n").join(", ")}): stop that lab (npm run lab -- down in its clone) first`,
+      );
+    await run("ip", ["netns", "delete", name]);
+  }
   if (!netnsExists(name)) await run("ip", ["netns", "add", name]);
+  recorded[name] = netnsInode(name);
   await run("ip", ["-n", name, "link", "set", "lo", "up"]);
 }
 
@@ -34,8 +56,11 @@ export async function linkNames(netns: string, master?: string): Promise<string[
 export const linkExists = async (netns: string, ifname: string) => (await linkNames(netns)).includes(ifname);
 
 export async function ensureLabNetwork(): Promise<void> {
-  await ensureNetns(labNetns);
-  await ensureNetns(nodeBNetns);
+  const recorded = recordedNetns();
+  await ensureNetns(labNetns, recorded);
+  await ensureNetns(nodeBNetns, recorded);
+  mkdirSync(labDir, { recursive: true });
+  writeFileSync(recordPath, JSON.stringify(recorded));
   if (!(await linkExists(labNetns, vethA))) {
     // Created inside the lab namespace, then one end is moved: it never exists in the root namespace.
     await run("ip", ["-n", labNetns, "link", "add", vethA, "type", "veth", "peer", "name", vethB, "netns", nodeBNetns]);

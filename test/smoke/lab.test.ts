@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { insideLab } from "../env/netns.js";
+import { insideLab, recordedNetns } from "../env/netns.js";
 import { linkNames, nodes, virsh } from "../env/lab.js";
 import { run } from "../env/proc.js";
 
@@ -21,6 +21,12 @@ describe("the lab", () => {
 
   it("runs the tests inside its own network namespace", () => {
     expect(insideLab()).toBe(true);
+  });
+
+  it("runs in namespaces it created itself, not ones another lab left with its bridges", () => {
+    const recorded = recordedNetns();
+    for (const node of [nodeA, nodeB])
+      expect(recorded[node.netns], node.netns).toBe(statSync(`/run/netns/${node.netns}`).ino);
   });
 
   it("keeps its interfaces out of the machine's own namespace", async () => {

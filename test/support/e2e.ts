@@ -142,14 +142,23 @@ export const patchObject = (resource: string, name: string, namespace: string | 
   ]);
 
 /** `kubectl wait --for=condition=Ready` on the named objects (or --all). */
-export const waitReady = (resource: string, namespace: string | undefined, ...names: string[]) =>
-  kubectl([
-    "wait",
-    "--for=condition=Ready",
-    "--timeout=180s",
-    ...(namespace ? ["-n", namespace] : []),
-    ...(names.length ? names.map((n) => `${resource}/${n}`) : [resource, "--all"]),
-  ]);
+/** kubectl wait for Ready; the failure message carries each object's Ready condition (kubectl's says only "timed out"). */
+export async function waitReady(resource: string, namespace: string | undefined, ...names: string[]): Promise<void> {
+  const scope = namespace ? ["-n", namespace] : [];
+  const targets = names.length ? names.map((n) => `${resource}/${n}`) : [resource, "--all"];
+  try {
+    await kubectl(["wait", "--for=condition=Ready", "--timeout=180s", ...scope, ...targets]);
+  } catch (err) {
+    const listed = await kubectl(["get", "-o", "json", ...scope, ...(names.length ? targets : [resource])]).catch(
+      () => "{}",
+    );
+    const parsed = JSON.parse(listed) as Obj & { items?: Obj[] };
+    const seen = (parsed.items ?? [parsed]).map(
+      (o) => `${o.metadata?.name}: ${JSON.stringify(conditionOf(o, "Ready") ?? o.status ?? null)}`,
+    );
+    throw new Error(`${(err as Error).message}\n${seen.join("\n")}`);
+  }
+}
 
 /** The node holding the Volume controller's lease ("" when none). */
 export const volumeLeaseHolder = async () =>
