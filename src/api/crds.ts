@@ -114,6 +114,10 @@ export function customResourceDefinition(def: KindDefinition) {
                 status: {
                   ...plain(def.status),
                   description: "What the operator observed (written by the operator only).",
+                  // A new object reads "not yet observed" (generation 1, observed 0) before the operator
+                  // first writes: without it kstatus (kpt, Flux, cli-utils appliers) reads an object with
+                  // no status as Current at once.
+                  default: { observedGeneration: 0 },
                 },
               },
               ...def.rootValidations,

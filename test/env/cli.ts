@@ -4,7 +4,7 @@ import { deleteLabNetwork, ensureLabNetwork, insideLab } from "./netns.js";
 import { buildKubeBinaries } from "./kube.js";
 import { buildProbeGuest } from "./probe-guest.js";
 import { buildTemplate } from "./template.js";
-import { buildKstatus } from "../support/kstatus.js";
+import { buildKahuna, buildKstatus } from "../support/kstatus.js";
 import { down, status, up } from "./lab.js";
 import { runLocal } from "./local.js";
 import { kubeconfigPath, labDir, labNetns, nodes } from "./paths.js";
@@ -13,7 +13,7 @@ import { cephConfPath } from "./paths.js";
 const usage = `usage: npm run lab -- <command>
   build     build (once) the kube-apiserver, kube-controller-manager, kubectl and etcd binaries,
             the probe guest the agents boot to check KVM, the Debian template image, and the
-            kstatus test program
+            Go test programs (kstatus, kahuna)
   up [COMPONENT...]    start the lab (control plane, Ceph, one libvirtd per node) and leave it running
   down [COMPONENT...]  stop the lab or some of its components (state is kept)
   status    say which components are healthy
@@ -70,7 +70,9 @@ async function main(): Promise<number> {
   const args = rest[0] === "--" ? rest.slice(1) : rest;
   if (command === "build") {
     console.log(
-      (await Promise.all([buildKubeBinaries(), buildProbeGuest(), buildTemplate(), buildKstatus()])).join("\n"),
+      (
+        await Promise.all([buildKubeBinaries(), buildProbeGuest(), buildTemplate(), buildKstatus(), buildKahuna()])
+      ).join("\n"),
     );
     return 0;
   }

@@ -22,6 +22,14 @@ function sourceDigest(dir: string): string {
 export const goBinary = (dir: string, name: string, file = name) =>
   join(cacheDir, `${name}-${sourceDigest(dir)}`, file);
 
+/** The cached binary, built beforehand outside the lab (the lab cannot reach the Go proxy). */
+export function builtGoBinary(dir: string, name: string): string {
+  const binary = goBinary(dir, name);
+  if (!existsSync(binary))
+    throw new Error(`${binary} is missing: run \`bash .ci/setup\` (or \`npm run lab -- build\`)`);
+  return binary;
+}
+
 /**
  * Builds the Go module in `dir` once per source version into the cache. Outside the lab: modules
  * come from the Go proxy, which the lab's namespaces cannot reach.
