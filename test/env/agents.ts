@@ -33,6 +33,13 @@ export function labAgentArgs(node: LabNode, opts: AgentOptions): string[] {
   return [
     ...(opts.nodeArgs ?? []),
     ...(opts.compiled ? [join(repoRoot, "dist/main.js")] : ["--import", "tsx", join(repoRoot, "src/main.ts")]),
+    ...labAgentFlags(node, opts),
+  ];
+}
+
+/** The agent's flags for one lab node: every path they name is under the lab's folder or cache. */
+export function labAgentFlags(node: LabNode, opts: AgentOptions): string[] {
+  return [
     `--node=${node.name}`,
     `--kubeconfig=${agentKubeconfigPath}`,
     `--libvirt-uri=${node.libvirtUri}`,

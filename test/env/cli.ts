@@ -4,6 +4,7 @@ import { deleteLabNetwork, ensureLabNetwork, insideLab } from "./netns.js";
 import { buildKubeBinaries } from "./kube.js";
 import { buildProbeGuest } from "./probe-guest.js";
 import { buildTemplate } from "./template.js";
+import { ensureImage } from "../../image/build.js";
 import { buildKahuna, buildKstatus } from "../support/kstatus.js";
 import { down, status, up } from "./lab.js";
 import { runLocal } from "./local.js";
@@ -12,8 +13,8 @@ import { cephConfPath } from "./paths.js";
 
 const usage = `usage: npm run lab -- <command>
   build     build (once) the kube-apiserver, kube-controller-manager, kubectl and etcd binaries,
-            the probe guest the agents boot to check KVM, the Debian template image, and the
-            Go test programs (kstatus, kahuna)
+            the probe guest the agents boot to check KVM, the Debian template image, the
+            Go test programs (kstatus, kahuna) and the agent's image (npm run image)
   up [COMPONENT...]    start the lab (control plane, Ceph, one libvirtd per node) and leave it running
   down [COMPONENT...]  stop the lab or some of its components (state is kept)
   status    say which components are healthy
@@ -71,7 +72,14 @@ async function main(): Promise<number> {
   if (command === "build") {
     console.log(
       (
-        await Promise.all([buildKubeBinaries(), buildProbeGuest(), buildTemplate(), buildKstatus(), buildKahuna()])
+        await Promise.all([
+          buildKubeBinaries(),
+          buildProbeGuest(),
+          buildTemplate(),
+          buildKstatus(),
+          buildKahuna(),
+          ensureImage(),
+        ])
       ).join("\n"),
     );
     return 0;

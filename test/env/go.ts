@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { buildIntoCache } from "./cache.js";
 import { cacheDir } from "./paths.js";
 import { run } from "./proc.js";
 
@@ -37,10 +38,8 @@ export function builtGoBinary(dir: string, name: string): string {
 export async function buildGoBinary(dir: string, name: string, file = name): Promise<string> {
   const binary = goBinary(dir, name, file);
   if (existsSync(binary)) return binary;
-  mkdirSync(join(binary, ".."), { recursive: true });
-  const started = Date.now();
-  await run("go", ["-C", dir, "build", "-trimpath", "-o", `${binary}.tmp`, "."], { timeoutMs: 20 * 60_000 });
-  renameSync(`${binary}.tmp`, binary);
-  console.error(`[lab] built ${name} in ${(Date.now() - started) / 1000}s`);
+  await buildIntoCache(dirname(binary), name, (tmp) =>
+    run("go", ["-C", dir, "build", "-trimpath", "-o", join(tmp, file), "."], { timeoutMs: 20 * 60_000 }).then(() => {}),
+  );
   return binary;
 }

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { buildIntoCache } from "./cache.js";
 import { join } from "node:path";
 import { probeGuestFiles } from "../../src/host/accel/libvirt-probe.js";
 import { cacheDir, repoRoot } from "./paths.js";
@@ -25,11 +26,8 @@ export const probeGuestBuilt = () => Object.values(probeGuestFiles).every((f) =>
 export async function buildProbeGuest(): Promise<string> {
   const dir = probeGuestDir();
   if (probeGuestBuilt()) return dir;
-  const started = Date.now();
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(join(tmp, "root"), { recursive: true });
-  try {
+  await buildIntoCache(dir, `the probe guest (${kernelPackage}, static /init)`, async (tmp) => {
+    mkdirSync(join(tmp, "root"));
     // The metapackage names the versioned kernel package of the day.
     const depends = (await run("apt-cache", ["depends", kernelPackage])).stdout;
     const versioned = /Depends: (linux-image-[0-9][\w.+-]*)/.exec(depends)?.[1];
@@ -50,12 +48,6 @@ export async function buildProbeGuest(): Promise<string> {
     rmSync(join(tmp, "pkg"), { recursive: true, force: true });
     rmSync(join(tmp, "root"), { recursive: true, force: true });
     rmSync(join(tmp, deb));
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(tmp, dir);
-  } catch (err) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
-  console.error(`[lab] built the probe guest (${kernelPackage}, static /init) in ${(Date.now() - started) / 1000}s`);
+  });
   return dir;
 }

@@ -62,6 +62,8 @@ export interface Daemon {
   name: string;
   /** What /proc/PID/comm must read (first 15 bytes of the executable name) before we signal it. */
   comm: string;
+  /** A program that execs into it (unshare, chroot): what comm reads for the first instants. */
+  launcher?: string;
   cmd: string;
   args: readonly string[];
   env?: NodeJS.ProcessEnv;
@@ -79,11 +81,12 @@ function procComm(pid: number): string | undefined {
 }
 
 /** The PID recorded for a daemon, only while that PID is still the same program (pid files go stale). */
-export function runningPid(daemon: Pick<Daemon, "name" | "comm">): number | undefined {
+export function runningPid(daemon: Pick<Daemon, "name" | "comm" | "launcher">): number | undefined {
   if (!existsSync(pidFile(daemon.name))) return undefined;
   const pid = Number(readFileSync(pidFile(daemon.name), "utf8"));
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  return procComm(pid) === daemon.comm.slice(0, 15) ? pid : undefined;
+  const comm = procComm(pid);
+  return comm === daemon.comm.slice(0, 15) || (comm !== undefined && comm === daemon.launcher) ? pid : undefined;
 }
 
 /** Starts a long-running program detached from us (it outlives `npm run lab up`), logs to a file. */
@@ -115,22 +118,29 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Stops one process we started, by PID, after checking it is still ours: TERM, then KILL. */
-export async function stopPid(pid: number, comm: string, graceMs = 10_000): Promise<void> {
-  if (procComm(pid) !== comm.slice(0, 15)) return;
+/**
+ * Stops one process we started, by PID, after checking it is still ours: TERM, then KILL after the
+ * grace. Says how it ended: "exited" on TERM, "killed", or "gone" (not running, or no longer ours).
+ */
+export async function stopPid(pid: number, comm: string, graceMs = 10_000): Promise<"exited" | "killed" | "gone"> {
+  if (procComm(pid) !== comm.slice(0, 15)) return "gone";
   process.kill(pid, "SIGTERM");
   const deadline = Date.now() + graceMs;
   while (alive(pid) && Date.now() < deadline) await sleep(50);
-  if (alive(pid) && procComm(pid) === comm.slice(0, 15)) {
-    process.kill(pid, "SIGKILL");
-    for (let i = 0; i < 100 && alive(pid); i++) await sleep(20);
-  }
+  if (!alive(pid) || procComm(pid) !== comm.slice(0, 15)) return "exited";
+  process.kill(pid, "SIGKILL");
+  for (let i = 0; i < 100 && alive(pid); i++) await sleep(20);
+  return "killed";
 }
 
-export async function stopDaemon(daemon: Pick<Daemon, "name" | "comm">, graceMs?: number): Promise<void> {
+export async function stopDaemon(
+  daemon: Pick<Daemon, "name" | "comm">,
+  graceMs?: number,
+): Promise<"exited" | "killed" | "gone"> {
   const pid = runningPid(daemon);
-  if (pid !== undefined) await stopPid(pid, daemon.comm, graceMs);
+  const ended = pid === undefined ? "gone" : await stopPid(pid, daemon.comm, graceMs);
   rmSync(pidFile(daemon.name), { force: true });
+  return ended;
 }
 
 /** Waits until a daemon answers `ready`; if it never does, the error carries the tail of its log. */

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { buildIntoCache } from "./cache.js";
 import { join } from "node:path";
 import { cacheDir } from "./paths.js";
 import { LabError, run } from "./proc.js";
@@ -84,13 +85,9 @@ export const templateBuilt = () => existsSync(templatePath());
 export async function buildTemplate(): Promise<string> {
   const dir = templateDir();
   if (templateBuilt()) return dir;
-  const started = Date.now();
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  const root = join(tmp, "root");
-  const disk = join(tmp, templateFile);
-  try {
+  await buildIntoCache(dir, "the template image (Debian bookworm, cloud-init)", async (tmp) => {
+    const root = join(tmp, "root");
+    const disk = join(tmp, templateFile);
     await run(
       "mmdebstrap",
       [
@@ -150,12 +147,6 @@ export async function buildTemplate(): Promise<string> {
     );
     rmSync(root, { recursive: true, force: true });
     rmSync(join(tmp, "syslinux.cfg"));
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(tmp, dir);
-  } catch (err) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
-  console.error(`[lab] built the template image (Debian bookworm, cloud-init) in ${(Date.now() - started) / 1000}s`);
+  });
   return dir;
 }

@@ -141,7 +141,6 @@ export const patchObject = (resource: string, name: string, namespace: string | 
     JSON.stringify(patch),
   ]);
 
-/** `kubectl wait --for=condition=Ready` on the named objects (or --all). */
 /** kubectl wait for Ready; the failure message carries each object's Ready condition (kubectl's says only "timed out"). */
 export async function waitReady(resource: string, namespace: string | undefined, ...names: string[]): Promise<void> {
   const scope = namespace ? ["-n", namespace] : [];
@@ -187,7 +186,7 @@ export async function volumeLeader<A extends { node: LabNode }>(
 
 interface Startable {
   start(): Promise<void>;
-  stop(): Promise<void>;
+  stop(): Promise<unknown>;
 }
 
 /** The CRDs installed, namespace `ns` made afresh, the agents running: a test file's starting point. */

@@ -136,7 +136,7 @@ export class LibvirtClient implements Hypervisor {
     this.unsubscribeEvents?.();
     this.unsubscribeEvents = undefined;
     this.listeners.clear();
-    await Promise.all([this.pool.close(), this.agentPool?.close()]);
+    await Promise.all([this.pool.close(), this.agentPool?.close(), eventLoop.exited]);
   }
 }
 
@@ -152,6 +152,8 @@ const eventLoop = {
   worker: undefined as Worker | undefined,
   port: undefined as MessageChannel["port1"] | undefined,
   byUri: new Map<string, Set<(e: LibvirtEvent) => void>>(),
+  /** Settles once the last stopped loop thread has exited. */
+  exited: Promise.resolve(),
 
   subscribe(uri: string, listener: (e: LibvirtEvent) => void): () => void {
     if (!this.worker) {
@@ -176,9 +178,12 @@ const eventLoop = {
       if (set.size > 0) return;
       this.byUri.delete(uri);
       this.port?.postMessage({ unsubscribe: uri });
-      if (this.byUri.size === 0) {
-        this.port?.postMessage({ stop: true });
-        this.port?.close();
+      if (this.byUri.size === 0 && this.worker && this.port) {
+        // The port stays open until the loop has read "stop" and the thread is gone: a worker still
+        // inside virEventRunDefaultImpl at process exit holds the exit up (Node joins its thread).
+        const { worker, port } = this;
+        this.exited = new Promise<void>((resolve) => worker.once("exit", () => resolve())).finally(() => port.close());
+        port.postMessage({ stop: true });
         this.worker = undefined;
         this.port = undefined;
       }
