@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { buildIntoCache } from "../test/env/cache.js";
 import { cacheDir, repoRoot } from "../test/env/paths.js";
@@ -83,20 +83,28 @@ function sourcesDigest(): string {
   return hash.digest("hex");
 }
 
-const digestFile = () => `${imageArchive()}.sources`;
+/**
+ * The archive the lab tests, built once per version of its sources into the cache (a warm CI run of
+ * a commit that changed no source reuses it); the previous one is dropped then.
+ */
+export const testedImageArchive = () =>
+  join(cacheDir, `agent-image-${sourcesDigest().slice(0, 12)}`, `${imageName}-${pkg.version}.oci.tar`);
 
-/** The archive, built unless the one there was built from the same sources. */
 export async function ensureImage(): Promise<string> {
-  const digest = sourcesDigest();
-  if (existsSync(imageArchive()) && existsSync(digestFile()) && readFileSync(digestFile(), "utf8") === digest)
-    return imageArchive();
-  const { archive, seconds, bytes } = await buildImage();
-  writeFileSync(digestFile(), digest);
-  console.error(`[lab] built the agent's image (${Math.round(bytes / 2 ** 20)} MB) in ${seconds}s`);
+  const archive = testedImageArchive();
+  if (existsSync(archive)) return archive;
+  await buildIntoCache(dirname(archive), "the agent's image", async (tmp) => {
+    await buildImage(join(tmp, basename(archive)));
+  });
+  for (const entry of readdirSync(cacheDir))
+    if (entry.startsWith("agent-image-") && join(cacheDir, entry) !== dirname(archive))
+      rmSync(join(cacheDir, entry), { recursive: true, force: true });
   return archive;
 }
 
-export async function buildImage(): Promise<{ archive: string; seconds: number; bytes: number }> {
+export async function buildImage(
+  archive = imageArchive(),
+): Promise<{ archive: string; seconds: number; bytes: number }> {
   const started = Date.now();
   for (const tool of ["mmdebstrap", "buildah"])
     await run(tool, ["--version"]).catch(() => {
@@ -154,8 +162,8 @@ export async function buildImage(): Promise<{ archive: string; seconds: number; 
     );
     const tag = `localhost/${imageName}:${pkg.version}`;
     await buildah("commit", "--rm", ctr, tag);
-    rmSync(imageArchive(), { force: true });
-    await buildah("push", tag, `oci-archive:${imageArchive()}:${tag}`);
+    rmSync(archive, { force: true });
+    await buildah("push", tag, `oci-archive:${archive}:${tag}`);
     // The archive is the product: buildah's copy would only pile up, one per build.
     await buildah("rmi", "--all");
   } catch (err) {
@@ -164,7 +172,7 @@ export async function buildImage(): Promise<{ archive: string; seconds: number; 
   }
   rmSync(work, { recursive: true, force: true });
   const seconds = (Date.now() - started) / 1000;
-  return { archive: imageArchive(), seconds, bytes: statSync(imageArchive()).size };
+  return { archive, seconds, bytes: statSync(archive).size };
 }
 
 export interface ImageConfig {

@@ -7,6 +7,7 @@ import type { BlockStore } from "../host/rbd/client.js";
 import { RbdError } from "../host/rbd/errors.js";
 import type { Controller } from "../runtime/controller.js";
 import { changedIn, conditionState, specOrMetaChanged } from "../runtime/filters.js";
+import { findCondition } from "../runtime/conditions.js";
 import { objectKey } from "../runtime/informer.js";
 import type { Manager } from "../runtime/manager.js";
 import { runSteps, type Failure, type ReconcileContext } from "../runtime/reconciler.js";
@@ -37,6 +38,11 @@ export interface VolumeDeps {
 }
 
 const retryInMs = 10_000;
+/**
+ * A live grow is done by the VM's node (QEMU grows the image it has open), which tells this
+ * controller nothing: the image's size is read again this often meanwhile (one stat, only while a grow runs).
+ */
+const resizePollMs = 1_000;
 type Ctx = ReconcileContext<VolumeStatus>;
 
 /**
@@ -97,7 +103,8 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
             return {};
           }
           const done = ctx.status.value.phase === "Ready";
-          return { requeueAfterMs: done ? deps.resyncMs : retryInMs };
+          const growing = findCondition(ctx.status.value.conditions, "Ready")?.reason === "WaitingForResize";
+          return { requeueAfterMs: done ? deps.resyncMs : growing ? resizePollMs : retryInMs };
         },
         async cleanup(volume, ctx) {
           const observed = await observe(volume);

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { imageArchive, unpackImage, type ImageConfig } from "../../image/build.js";
+import { testedImageArchive, unpackImage, type ImageConfig } from "../../image/build.js";
 import { agentProcess, labAgentFlags } from "../env/agents.js";
 import { cacheDir, labDir, linkNames, nodes, rbdImages, repoRoot } from "../env/lab.js";
 import { run, waitFor } from "../env/proc.js";
@@ -39,7 +39,7 @@ const cleanSlate = async () => {
 
 describe("the agent from its image", () => {
   beforeAll(async () => {
-    const archive = imageArchive();
+    const archive = testedImageArchive();
     if (!existsSync(archive))
       throw new Error(`${archive} is missing: run \`bash .ci/setup\` (or \`npm run lab -- build\`)`);
     // A previous run's root may still hold its mounts only in that run's (gone) namespace: rm stays on this file system.

@@ -1,8 +1,11 @@
 import { readFileSync } from "node:fs";
+import * as k8s from "@kubernetes/client-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent } from "../env/agents.js";
-import { agentUser, auditLogPath } from "../env/kube.js";
+import { agentKubeconfigPath, agentUser, auditLogPath } from "../env/kube.js";
 import { nodes } from "../env/lab.js";
+import { kinds } from "../../src/api/kinds.js";
+import { ResourceClient } from "../../src/runtime/client.js";
 import { applyObjects, kbr, kvm, kvol, patchObject, waitCondition, waitObject } from "../support/e2e.js";
 import { installCrds, kubectl } from "../support/kube.js";
 
@@ -120,4 +123,57 @@ describe("RBAC: the agents under their ServiceAccount", () => {
     console.log(`[figure] the agents' account: ${used.size} verb/resource pairs used, ${grants.size} granted`);
     expect(unused).toEqual([]);
   }, 60_000);
+
+  // After the audit test: these refusals are the point here.
+  it("node restriction: each agent writes the status of its own node's VMs only, and patches its own Node only", async () => {
+    await Promise.all(agents.map((a) => a.stop()));
+    const vm = (name: string, node: string) => ({
+      apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
+      kind: "VirtualMachine",
+      metadata: { name, namespace: ns },
+      spec: { node, memory: "64Mi", graphics: "none" },
+    });
+    await applyObjects(vm("on-a", nodeA.name), vm("on-b", nodeB.name));
+    // As node B's agent writes: a JSON patch of the status, a merge patch of a Node (kubectl patch would GET first).
+    const asAgentB = (token?: string) => {
+      const kc = new k8s.KubeConfig();
+      kc.loadFromFile(agentKubeconfigPath(nodeB.name));
+      if (token) {
+        const cluster = kc.getCurrentCluster()!;
+        kc.loadFromOptions({
+          clusters: [cluster],
+          users: [{ name: "unbound", token }],
+          contexts: [{ name: "unbound", cluster: cluster.name, user: "unbound" }],
+          currentContext: "unbound",
+        });
+      }
+      return kc;
+    };
+    const writeStatus = (name: string, token?: string) =>
+      new ResourceClient(asAgentB(token), kinds.virtualMachine).patchStatus(`${ns}/${name}`, [
+        { op: "add", path: "/status/phase", value: "Pending" },
+      ]);
+    const annotate = (node: string, value: string | null) =>
+      asAgentB()
+        .makeApiClient(k8s.CoreV1Api)
+        .patchNode(
+          { name: node, body: { metadata: { annotations: { "kaktus.kowabunga.cloud/restriction-test": value } } } },
+          k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch),
+        );
+
+    await expect(writeStatus("on-a")).rejects.toThrow(
+      /the agent of node kaktus-b may not write virtualmachines of node kaktus-a/,
+    );
+    await writeStatus("on-b");
+    await expect(annotate(nodeA.name, "x")).rejects.toThrow(
+      /the agent of node kaktus-b may not write nodes of node kaktus-a/,
+    );
+    await annotate(nodeB.name, "x");
+    await annotate(nodeB.name, null);
+    // A token of the account that is not a pod's names no node: refused, not trusted with every node.
+    const unbound = (
+      await kubectl(["create", "token", "kaktus-operator", "-n", "kaktus-system", "--duration=10m"])
+    ).trim();
+    await expect(writeStatus("on-b", unbound)).rejects.toThrow(/names no node/);
+  });
 });

@@ -41,7 +41,7 @@ export function labAgentArgs(node: LabNode, opts: AgentOptions): string[] {
 export function labAgentFlags(node: LabNode, opts: AgentOptions): string[] {
   return [
     `--node=${node.name}`,
-    `--kubeconfig=${agentKubeconfigPath}`,
+    `--kubeconfig=${agentKubeconfigPath(node.name)}`,
     `--libvirt-uri=${node.libvirtUri}`,
     `--ceph-conf=${cephConfPath}`,
     "--ceph-user=libvirt",

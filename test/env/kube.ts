@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync 
 import { request } from "node:https";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { cacheDir, kubeconfigPath, kubeDir, labDir, labVethAddress, logDir, repoRoot } from "./paths.js";
+import { cacheDir, kubeconfigPath, kubeDir, labDir, labVethAddress, logDir, nodes, repoRoot } from "./paths.js";
 import { LabError, run, runningPid, startDaemon, stopDaemon, waitDaemonReady, type Daemon } from "./proc.js";
 
 /**
@@ -338,32 +338,58 @@ const auditPolicy = {
   rules: [{ level: "Metadata", users: [agentUser] }, { level: "None" }],
 };
 
-/** The agents' kubeconfig: the bundle's ServiceAccount, with the bundle's RBAC, never the lab's admin. */
-export const agentKubeconfigPath = join(kubeDir, "agent.kubeconfig");
+/**
+ * Each node's agent's kubeconfig: the bundle's ServiceAccount, with the bundle's RBAC, never the
+ * lab's admin; its token is bound to a Pod on that node, as a DaemonSet pod's projected token is,
+ * so it names the node (which the bundle's node restriction policy checks).
+ */
+export const agentKubeconfigPath = (node: string) => join(kubeDir, `agent-${node}.kubeconfig`);
 let agentIdentity: { at: number; done: Promise<void> } | undefined;
 
+/** The stand-in for the agent's DaemonSet pod on a node: no kubelet runs it, its token is all it is for. */
+const agentPod = (node: string) => ({
+  apiVersion: "v1",
+  kind: "Pod",
+  metadata: { name: `kaktus-operator-${node}`, namespace: "kaktus-system" },
+  spec: {
+    nodeName: node,
+    serviceAccountName: "kaktus-operator",
+    // The lab's Nodes have no kubelet: tainted unreachable, they would see this pod evicted (and its tokens void).
+    tolerations: [{ operator: "Exists" }],
+    containers: [{ name: "agent", image: "kaktus-operator:lab" }],
+  },
+});
+
 /**
- * Applies the bundle's ServiceAccount and RBAC (manifests/base/rbac.yaml) to the lab and writes a
- * kubeconfig with a fresh token of that account, at most once an hour per process: every agent the
- * tests start has exactly the permissions a cluster install gives it, so a missing one shows.
+ * Applies the bundle's ServiceAccount, RBAC and node restriction policy (manifests/base) to the lab
+ * and writes each node's agent kubeconfig with a fresh token, at most once an hour per process:
+ * every agent the tests start has exactly what a cluster install gives it, so a missing permission shows.
  */
 export function ensureAgentKubeconfig(): Promise<void> {
   if (agentIdentity && Date.now() - agentIdentity.at < 3_600_000) return agentIdentity.done;
-  const kubectl = (...args: string[]) => run(kubectlPath(), ["--kubeconfig", kubeconfigPath, ...args]);
+  const kubectl = (args: string[], input?: string) =>
+    run(kubectlPath(), ["--kubeconfig", kubeconfigPath, ...args], input === undefined ? {} : { input });
   const done = (async () => {
-    const rbac = join(repoRoot, "manifests/base/rbac.yaml");
+    const apply = ["apply", "--server-side", "--force-conflicts", "--field-manager=kaktus-lab", "-n", "kaktus-system"];
+    for (const file of ["rbac.yaml", "node-restriction.yaml"])
+      await kubectl([...apply, "-f", join(repoRoot, "manifests/base", file)]);
     await kubectl(
-      "apply",
-      "--server-side",
-      "--force-conflicts",
-      "--field-manager=kaktus-lab",
-      "-n",
-      "kaktus-system",
-      "-f",
-      rbac,
+      [...apply, "-f", "-"],
+      JSON.stringify({ apiVersion: "v1", kind: "List", items: nodes.map((n) => agentPod(n.name)) }),
     );
-    const { stdout } = await kubectl("create", "token", "kaktus-operator", "-n", "kaktus-system", "--duration=24h");
-    writeKubeconfig(agentKubeconfigPath, `https://127.0.0.1:${apiserverPort}`, { token: stdout.trim() });
+    for (const node of nodes) {
+      const { stdout } = await kubectl([
+        "create",
+        "token",
+        "kaktus-operator",
+        "-n",
+        "kaktus-system",
+        "--bound-object-kind=Pod",
+        `--bound-object-name=kaktus-operator-${node.name}`,
+        "--duration=24h",
+      ]);
+      writeKubeconfig(agentKubeconfigPath(node.name), `https://127.0.0.1:${apiserverPort}`, { token: stdout.trim() });
+    }
   })();
   agentIdentity = { at: Date.now(), done };
   done.catch(() => (agentIdentity = undefined));
