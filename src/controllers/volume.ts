@@ -40,9 +40,10 @@ export interface VolumeDeps {
 const retryInMs = 10_000;
 /**
  * A live grow is done by the VM's node (QEMU grows the image it has open), which tells this
- * controller nothing: the image's size is read again this often meanwhile (one stat, only while a grow runs).
+ * controller nothing: the image's size is read again this often meanwhile (one stat), for the
+ * first half minute of the wait; after that (that node's agent may be down) at the usual retry.
  */
-const resizePollMs = 1_000;
+const resizePoll = { everyMs: 1_000, forMs: 30_000 };
 type Ctx = ReconcileContext<VolumeStatus>;
 
 /**
@@ -103,8 +104,11 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
             return {};
           }
           const done = ctx.status.value.phase === "Ready";
-          const growing = findCondition(ctx.status.value.conditions, "Ready")?.reason === "WaitingForResize";
-          return { requeueAfterMs: done ? deps.resyncMs : growing ? resizePollMs : retryInMs };
+          const ready = findCondition(ctx.status.value.conditions, "Ready");
+          const growing =
+            ready?.reason === "WaitingForResize" &&
+            Date.now() - Date.parse(ready.lastTransitionTime) < resizePoll.forMs;
+          return { requeueAfterMs: done ? deps.resyncMs : growing ? resizePoll.everyMs : retryInMs };
         },
         async cleanup(volume, ctx) {
           const observed = await observe(volume);
