@@ -125,7 +125,7 @@ describe("RBAC: the agents under their ServiceAccount", () => {
   }, 60_000);
 
   // After the audit test: these refusals are the point here.
-  it("node restriction: each agent writes the status of its own node's VMs only, and patches its own Node only", async () => {
+  it("node restriction: each agent writes the status of its own node's VMs only, patches its own Node only, and no spec", async () => {
     await Promise.all(agents.map((a) => a.stop()));
     const vm = (name: string, node: string) => ({
       apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
@@ -170,6 +170,15 @@ describe("RBAC: the agents under their ServiceAccount", () => {
     );
     await annotate(nodeB.name, "x");
     await annotate(nodeB.name, null);
+    // Metadata (finalizers) of any node's VM, as the leader fencing a dead node removes them; never a spec.
+    const vms = new ResourceClient(asAgentB(), kinds.virtualMachine);
+    await expect(vms.patch(`${ns}/on-b`, [{ op: "replace", path: "/spec/memory", value: "128Mi" }])).rejects.toThrow(
+      /the agents never change the spec of virtualmachines/,
+    );
+    await vms.patch(`${ns}/on-a`, [
+      { op: "add", path: "/metadata/finalizers", value: ["kaktus.kowabunga.cloud/test"] },
+    ]);
+    await vms.patch(`${ns}/on-a`, [{ op: "remove", path: "/metadata/finalizers" }]);
     // A token of the account that is not a pod's names no node: refused, not trusted with every node.
     const unbound = (
       await kubectl(["create", "token", "kaktus-operator", "-n", "kaktus-system", "--duration=10m"])
