@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { buildPeer } from "../../bench/peer.js";
 import { scaleBenchmark } from "../../bench/scale.js";
 
 /**
@@ -10,7 +9,6 @@ describe("the scale benchmark, smoke run at N = 4", () => {
   it.each(["kaktus", "peer"] as const)(
     "%s: converges, stays quiet, repairs the drift and deletes everything",
     async (operator) => {
-      if (operator === "peer") await buildPeer();
       const figures = await scaleBenchmark({
         n: 4,
         operator,

@@ -4,6 +4,7 @@ import { deleteLabNetwork, ensureLabNetwork, insideLab } from "./netns.js";
 import { buildKubeBinaries } from "./kube.js";
 import { buildProbeGuest } from "./probe-guest.js";
 import { buildTemplate } from "./template.js";
+import { buildPeer } from "../../bench/peer.js";
 import { ensureImage } from "../../image/build.js";
 import { buildKahuna, buildKstatus } from "../support/kstatus.js";
 import { down, status, up } from "./lab.js";
@@ -14,7 +15,7 @@ import { cephConfPath } from "./paths.js";
 const usage = `usage: npm run lab -- <command>
   build     build (once) the kube-apiserver, kube-controller-manager, kubectl and etcd binaries,
             the probe guest the agents boot to check KVM, the Debian template image, the
-            Go test programs (kstatus, kahuna) and the agent's image (npm run image)
+            Go programs (kstatus, kahuna, the bench peer) and the agent's image (npm run image)
   up [COMPONENT...]    start the lab (control plane, Ceph, one libvirtd per node) and leave it running
   down [COMPONENT...]  stop the lab or some of its components (state is kept)
   status    say which components are healthy
@@ -78,6 +79,7 @@ async function main(): Promise<number> {
           buildTemplate(),
           buildKstatus(),
           buildKahuna(),
+          buildPeer(),
           ensureImage(),
         ])
       ).join("\n"),

@@ -24,8 +24,8 @@ export const goBinary = (dir: string, name: string, file = name) =>
   join(cacheDir, `${name}-${sourceDigest(dir)}`, file);
 
 /** The cached binary, built beforehand outside the lab (the lab cannot reach the Go proxy). */
-export function builtGoBinary(dir: string, name: string): string {
-  const binary = goBinary(dir, name);
+export function builtGoBinary(dir: string, name: string, file = name): string {
+  const binary = goBinary(dir, name, file);
   if (!existsSync(binary))
     throw new Error(`${binary} is missing: run \`bash .ci/setup\` (or \`npm run lab -- build\`)`);
   return binary;
