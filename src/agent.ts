@@ -113,6 +113,16 @@ export class Agent {
    * choice forced by flag that does not work here rejects, and the agent should exit.
    */
   async start(): Promise<void> {
+    try {
+      await this.startParts();
+    } catch (err) {
+      // Host threads still loading their native modules when the process exits abort it.
+      await this.stop().catch((e: unknown) => this.log.warn({ err: e }, "stop after a failed start"));
+      throw err;
+    }
+  }
+
+  private async startParts(): Promise<void> {
     const probed = this.nodeFacts.probeAtStart();
     this.unsubscribe.push(
       this.nodeFacts.watch(),

@@ -155,10 +155,15 @@ function configFrom(flags: Flags): AgentConfig & { metricsAddress: string } {
   };
 }
 
-async function main(): Promise<void> {
-  const flags = readFlags(process.argv.slice(2));
+/** The agent's configuration from its command line and environment. */
+export function agentConfig(argv: string[]): ReturnType<typeof configFrom> {
+  const flags = readFlags(argv);
   rootLogger.level = flags["log-level"] ?? "info";
-  const config = configFrom(flags);
+  return configFrom(flags);
+}
+
+async function main(): Promise<void> {
+  const config = agentConfig(process.argv.slice(2));
   const agent = new Agent(config);
   let stopping = false;
 

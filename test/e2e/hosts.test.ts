@@ -1,7 +1,11 @@
 import { spawn } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { labAgent, labAgentArgs } from "../env/agents.js";
+import { Agent } from "../../src/agent.js";
+import { ProbeError } from "../../src/host/accel/probe.js";
+import { agentConfig } from "../../src/main.js";
+import { labAgent, labAgentArgs, labAgentFlags } from "../env/agents.js";
 import { nodes, virsh } from "../env/lab.js";
 import {
   applyObjects,
@@ -197,4 +201,14 @@ describe("hosts as they come: probed accelerators, CPUs, and starts that back of
       expect(output).not.toMatch(/\n\s+at /); // one line, no stack trace
     }
   }, 150_000);
+
+  it("an agent whose start is refused has closed its host threads: none is left loading when it exits", async () => {
+    // A thread still loading its native module when the process exits aborts it (SIGABRT, no exit 2).
+    const threads = () => readdirSync("/proc/self/task").length;
+    const before = threads();
+    const agent = new Agent(agentConfig(labAgentFlags(nodeB, { metricsPort: 9471, args: ["--accelerator=kvm"] })));
+    expect(threads()).toBeGreaterThan(before);
+    await expect(agent.start()).rejects.toThrow(ProbeError);
+    expect(threads()).toBe(before);
+  });
 });
