@@ -2,7 +2,10 @@ import * as k8s from "@kubernetes/client-node";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
+import { parse as parseYaml } from "yaml";
 import { Agent, type AgentConfig } from "./agent.js";
+import type { LabelSelector } from "./controllers/selector.js";
+import type { PoolPolicy } from "./controllers/volume.js";
 import { build } from "./build.js";
 import { ProbeError } from "./host/accel/probe.js";
 import { parseMonHost } from "./host/rbd/monitors.js";
@@ -20,6 +23,8 @@ Every flag can also be given as an environment variable (shown in brackets).
   --ceph-keyring PATH     [KAKTUS_CEPH_KEYRING] default /etc/ceph/ceph.client.USER.keyring
   --pools LIST            pools Volumes may live in [KAKTUS_POOLS] default rbd
   --clone-pools LIST      pools images may be cloned from [KAKTUS_CLONE_POOLS] default templates
+  --tenant-pools PATH     YAML list of {namespaceSelector, pools, clonePools}: the namespaces a rule
+                          selects (first match) use its pools instead [KAKTUS_TENANT_POOLS]
   --netns NAME            network namespace of the node's bridges (tests) [KAKTUS_NETNS]
   --state-dir PATH        cloud-init seed images and probe files; QEMU must read it [KAKTUS_STATE_DIR]
                           default /var/lib/kaktus-operator
@@ -51,6 +56,7 @@ const options = {
   "ceph-keyring": { type: "string", env: "KAKTUS_CEPH_KEYRING" },
   pools: { type: "string", env: "KAKTUS_POOLS", default: "rbd" },
   "clone-pools": { type: "string", env: "KAKTUS_CLONE_POOLS", default: "templates" },
+  "tenant-pools": { type: "string", env: "KAKTUS_TENANT_POOLS" },
   netns: { type: "string", env: "KAKTUS_NETNS" },
   "state-dir": { type: "string", env: "KAKTUS_STATE_DIR", default: "/var/lib/kaktus-operator" },
   accelerator: { type: "string", env: "KAKTUS_ACCELERATOR", default: "auto" },
@@ -114,6 +120,27 @@ function monitorsFrom(confPath: string): { host: string; port: number }[] {
   return monitors;
 }
 
+/** The tenant pool rules file: a bad one stops the agent at start, saying where. */
+function tenantPools(path: string): NonNullable<PoolPolicy["tenants"]> {
+  const rules: unknown = parseYaml(readFileSync(path, "utf8"));
+  const names = (v: unknown) =>
+    Array.isArray(v) && v.every((p) => typeof p === "string" && /^[A-Za-z0-9._-]+$/.test(p));
+  if (!Array.isArray(rules))
+    throw new Error(`${path}: a YAML list of {namespaceSelector, pools, clonePools} is expected`);
+  return rules.map((r: Record<string, unknown>, i) => {
+    const selector = r?.namespaceSelector;
+    if (typeof selector !== "object" || selector === null || !names(r.pools) || !names(r.clonePools ?? []))
+      throw new Error(
+        `${path}: rule ${i + 1} needs namespaceSelector (a label selector), pools and clonePools (pool names)`,
+      );
+    return {
+      namespaceSelector: selector as LabelSelector,
+      pools: r.pools as string[],
+      clonePools: (r.clonePools ?? []) as string[],
+    };
+  });
+}
+
 function configFrom(flags: Flags): AgentConfig & { metricsAddress: string } {
   if (!flags.node) throw new Error("--node (or NODE_NAME) is required: the Kubernetes Node this agent runs for");
   const user = flags["ceph-user"]!;
@@ -144,7 +171,11 @@ function configFrom(flags: Flags): AgentConfig & { metricsAddress: string } {
     hostWorkers: positiveInt("host-workers", flags["host-workers"]),
     resyncSeconds: positiveInt("resync", flags.resync),
     syncPeriodSeconds: positiveInt("sync-period", flags["sync-period"]),
-    pools: { pools: list(flags.pools), clonePools: list(flags["clone-pools"]) },
+    pools: {
+      pools: list(flags.pools),
+      clonePools: list(flags["clone-pools"]),
+      ...(flags["tenant-pools"] ? { tenants: tenantPools(flags["tenant-pools"]) } : {}),
+    },
     lease: {
       namespace: flags["lease-namespace"]!,
       name: "kaktus-operator-volumes",

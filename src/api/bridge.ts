@@ -18,40 +18,41 @@ export const bridgeKind = {
   scope: "Cluster",
 } as const;
 
-/** metav1.LabelSelector. */
-const LabelSelector = Type.Object(
-  {
-    // A map, declared the structural way (additionalProperties), not TypeBox's patternProperties.
-    matchLabels: Type.Optional(
-      Type.Unsafe<Record<string, string>>({
-        type: "object",
-        additionalProperties: { type: "string", maxLength: 63 },
-        description: "Node labels that must all match.",
-      }),
-    ),
-    matchExpressions: Type.Optional(
-      Type.Array(
-        Type.Object(
-          {
-            key: Type.String({ minLength: 1, maxLength: 317, description: "A node label key." }),
-            operator: StringEnum(["In", "NotIn", "Exists", "DoesNotExist"] as const, {
-              description: "How the label's value is compared with values.",
-            }),
-            values: Type.Optional(
-              Type.Array(Type.String({ maxLength: 63 }), { maxItems: 64, description: "For In and NotIn." }),
-            ),
-          },
-          validations({
-            rule: "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0",
-            message: "In and NotIn need values; Exists and DoesNotExist take none",
-          }),
-        ),
-        { maxItems: 16, description: "Label expressions that must all match." },
+/** metav1.LabelSelector, of `what` ("Node" or "Namespace") labels. */
+const LabelSelector = (what: string, description: string) =>
+  Type.Object(
+    {
+      // A map, declared the structural way (additionalProperties), not TypeBox's patternProperties.
+      matchLabels: Type.Optional(
+        Type.Unsafe<Record<string, string>>({
+          type: "object",
+          additionalProperties: { type: "string", maxLength: 63 },
+          description: `${what} labels that must all match.`,
+        }),
       ),
-    ),
-  },
-  { description: "Nodes that get this bridge; empty or omitted: every node." },
-);
+      matchExpressions: Type.Optional(
+        Type.Array(
+          Type.Object(
+            {
+              key: Type.String({ minLength: 1, maxLength: 317, description: `A ${what.toLowerCase()} label key.` }),
+              operator: StringEnum(["In", "NotIn", "Exists", "DoesNotExist"] as const, {
+                description: "How the label's value is compared with values.",
+              }),
+              values: Type.Optional(
+                Type.Array(Type.String({ maxLength: 63 }), { maxItems: 64, description: "For In and NotIn." }),
+              ),
+            },
+            validations({
+              rule: "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0",
+              message: "In and NotIn need values; Exists and DoesNotExist take none",
+            }),
+          ),
+          { maxItems: 16, description: "Label expressions that must all match." },
+        ),
+      ),
+    },
+    { description },
+  );
 
 const BridgePort = Type.Object(
   {
@@ -82,7 +83,14 @@ export const BridgeSpec = Type.Object({
       ...validations(immutable("bridgeName")),
     }),
   ),
-  nodeSelector: Type.Optional(LabelSelector),
+  nodeSelector: Type.Optional(LabelSelector("Node", "Nodes that get this bridge; empty or omitted: every node.")),
+  namespaceSelector: Type.Optional(
+    LabelSelector(
+      "Namespace",
+      "Namespaces whose VirtualMachines may attach NICs to this bridge; omitted: every namespace (a shared " +
+        "public bridge). A tenant's private bridge names its namespace: matchLabels kubernetes.io/metadata.name.",
+    ),
+  ),
   mtu: Type.Optional(
     Type.Integer({ minimum: 68, maximum: 65535, description: "MTU of the bridge; omitted: the kernel's." }),
   ),

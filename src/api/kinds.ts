@@ -11,4 +11,5 @@ export const kinds = {
   volume: resource(volumeKind),
   bridge: resource(bridgeKind),
   node: { group: "", version: "v1", plural: "nodes", kind: "Node" },
+  namespace: { group: "", version: "v1", plural: "namespaces", kind: "Namespace" },
 } as const;

@@ -68,8 +68,23 @@ const CloudInit = Type.Object(
     userData: Type.Optional(Type.String({ maxLength: 65536, description: "NoCloud user-data." })),
     userDataSecretRef: Type.Optional(
       Type.Object(
-        { name: DnsSubdomain({ description: "The Secret's name." }) },
-        { description: "A Secret in the VM's namespace whose key userdata holds the user-data." },
+        {
+          name: DnsSubdomain({ description: "The Secret's name." }),
+          key: Type.Optional(
+            Type.String({
+              minLength: 1,
+              maxLength: 253,
+              pattern: "^[-._a-zA-Z0-9]+$",
+              default: "userdata",
+              description: "The key holding the user-data (at most 64 KiB); only this key is read.",
+            }),
+          ),
+        },
+        {
+          description:
+            "A Secret in the VM's namespace holding the user-data. Read by the VM's node agent only, never " +
+            "logged nor shown in status or Events; the seed image is readable by root only.",
+        },
       ),
     ),
     metaData: Type.Optional(

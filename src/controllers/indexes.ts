@@ -4,6 +4,7 @@ import { namespaceOf } from "../api/names.js";
 import type { VirtualMachine } from "../api/virtualmachine.js";
 import type { Volume } from "../api/volume.js";
 import { conditionState } from "../runtime/filters.js";
+import type { KubeObject } from "../runtime/informer.js";
 import type { SharedInformer } from "../runtime/manager.js";
 
 /**
@@ -30,6 +31,23 @@ export function vmsByNode(vms: SharedInformer<VirtualMachine>) {
   return (node: string) => vms.byIndex("by-node", node);
 }
 
+/** A namespace as the controllers read it: its labels (Bridge access, pools) and annotations (capacity). */
+export type Namespace = {
+  metadata: { name: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+};
+
+/** A namespace's labels, with the name label the API server sets (also before the cache has it). */
+export const namespaceLabels = (name: string, labels?: Record<string, string>): Record<string, string> => ({
+  ...labels,
+  "kubernetes.io/metadata.name": name,
+});
+
+/** Objects by their namespace. */
+export function byNamespace<T extends KubeObject>(informer: SharedInformer<T>) {
+  informer.addIndex("by-namespace", (o) => (o.metadata.namespace ? [o.metadata.namespace] : []));
+  return (namespace: string) => informer.byIndex("by-namespace", namespace);
+}
+
 /** Volumes by the Volume they copy ("namespace/volume"). */
 export function volumesBySource(volumes: SharedInformer<Volume>) {
   volumes.addIndex("by-source", (v) =>
@@ -54,8 +72,9 @@ export const ownClaimEcho = (v: Volume, old: Volume | undefined, vm: VirtualMach
   v.status?.attachedTo?.uid === vm.metadata.uid &&
   isDeepStrictEqual(volumeReadiness(v), volumeReadiness(old));
 
-/** What a VM reads from a Bridge: its Linux name and whether it is ready on the VM's node. */
+/** What a VM reads from a Bridge: its Linux name, whom it admits, whether it is ready on the VM's node. */
 export const bridgeState = (b: Bridge, node: string) => [
   b.spec.bridgeName,
+  b.spec.namespaceSelector,
   b.status?.nodes?.find((n) => n.node === node)?.ready,
 ];

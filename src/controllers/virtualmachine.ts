@@ -4,7 +4,9 @@ import type { VirtualMachine, VirtualMachineStatus } from "../api/virtualmachine
 import type { Volume } from "../api/volume.js";
 import { domainName, namespaceOf, vmDomainName, volumeImage } from "../api/names.js";
 import { desiredDomain } from "../domain/desired.js";
-import type { NodeFacts } from "../domain/model.js";
+import type { DomainModel, NodeFacts } from "../domain/model.js";
+import { toBytes } from "../api/quantity.js";
+import { capacityOf, quotaRefusal, type Claimant } from "./quota.js";
 import type { BridgeHost } from "../host/bridge/bridges.js";
 import { seedDigest } from "../host/cloudinit/media.js";
 import type { Controller } from "../runtime/controller.js";
@@ -12,7 +14,16 @@ import { changedIn, specOrMetaChanged } from "../runtime/filters.js";
 import { objectKey } from "../runtime/informer.js";
 import type { Manager } from "../runtime/manager.js";
 import type { PlannedEvent, ReconcileContext } from "../runtime/reconciler.js";
-import { bridgeState, ownClaimEcho, vmsByBridge, vmsByNode, vmsByVolume, volumeState } from "./indexes.js";
+import {
+  bridgeState,
+  namespaceLabels,
+  ownClaimEcho,
+  vmsByBridge,
+  vmsByNode,
+  vmsByVolume,
+  volumeState,
+  type Namespace,
+} from "./indexes.js";
 import {
   growingDisks,
   guestStatus,
@@ -40,6 +51,13 @@ export interface VmDeps extends VmHost {
 }
 
 const dependencyRetryMs = 15_000;
+const bytesOr0 = (q: string | number) => {
+  try {
+    return toBytes(q);
+  } catch {
+    return 0n; // its own reconcile says why
+  }
+};
 type Ctx = ReconcileContext<VirtualMachineStatus>;
 
 /**
@@ -55,6 +73,7 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
   const vmClient = manager.client<VirtualMachine>(kinds.virtualMachine);
   const volumes = manager.informer<Volume>(kinds.volume);
   const bridges = manager.informer<Bridge>(kinds.bridge);
+  const namespaces = manager.informer<Namespace>(kinds.namespace);
   const [usersOfVolume, usersOfBridge, onNode] = [vmsByVolume(vms), vmsByBridge(vms), vmsByNode(vms)];
   const host = new VmExecutor(deps);
   const { starts } = host;
@@ -77,6 +96,12 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
         bridges,
         (b) => keys(usersOfBridge(b.metadata.name)),
         changedIn((b) => bridgeState(b, node)),
+      )
+      // A namespace's labels decide which Bridges its VMs may use, its annotations their capacity.
+      .watches(
+        namespaces,
+        (n) => keys(onNode(node).filter((vm) => namespaceOf(vm) === n.metadata.name)),
+        changedIn((n) => [n.metadata.labels, n.metadata.annotations]),
       )
       .watchesHost((enqueue) => host.watchDomains(enqueue, () => keys(onNode(node)), log))
       // Another accelerator or CPU after a re-probe: every definition may differ.
@@ -103,8 +128,19 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
       throw new NotOwned(`domain ${name} on ${node} was not made by the operator: left untouched`);
     if (found && found.owner?.uid !== vm.metadata.uid) return removeOrphan(ctx.key, ctx.signal, vm, found.owner!.uid);
     const existing = found?.domain ?? null;
-    const waiting = unreadyDependencies(vm, node, volume, bridge);
+    const waiting = unreadyDependencies(
+      vm,
+      node,
+      volume,
+      bridge,
+      namespaceLabels(ns, namespaces.get(ns)?.metadata.labels),
+    );
+    const quota = await quotaFor(vm, found?.definition);
+    if (quota) waiting.push({ reason: "QuotaExceeded", message: quota });
+    for (const w of waiting.filter((w) => w.reason === "BridgeNotAllowed" || w.reason === "QuotaExceeded"))
+      await ctx.events.warning(w.reason, w.message);
     if (waiting.length) {
+      // Nothing changes on the host while a dependency is missing or refused: a running domain keeps running.
       report(vm, ctx, { waiting, active: existing ? isActive(existing) : undefined });
       return { requeueAfterMs: dependencyRetryMs };
     }
@@ -187,6 +223,40 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
     if (vm) await manager.events.warning(vm, "OrphanRemoved", message);
     // The object itself (if any) is looked at again now: its own domain, here or on its node.
     return vm && local(vm) ? { requeueAfterMs: 0 } : {};
+  }
+
+  /**
+   * Why the namespace's cores or memory leave no room for this VM, if so. A node's cache holds only
+   * its own VMs: the namespace's are read from the API, and only where the platform set a limit.
+   */
+  async function quotaFor(vm: VirtualMachine, defined: DomainModel | undefined): Promise<string | undefined> {
+    const ns = namespaceOf(vm);
+    const { limits, error } = capacityOf(namespaces.get(ns)?.metadata.annotations);
+    if (error) return `the namespace's capacity cannot be read: ${error}`;
+    const { cores, memory } = limits;
+    if (cores === undefined && memory === undefined) return undefined;
+    const request = (v: VirtualMachine) => ({ cores: BigInt(v.spec.cpu?.cores ?? 1), memory: bytesOr0(v.spec.memory) });
+    const claimant = (v: VirtualMachine): Claimant => {
+      // What a VM holds: its domain's definition here; another's, its spec once it has a domain.
+      const holds =
+        v.metadata.uid === vm.metadata.uid
+          ? defined && { cores: BigInt(defined.vcpus), memory: defined.memoryKiB * 1024n }
+          : v.status?.domainUUID !== undefined
+            ? request(v)
+            : undefined;
+      return {
+        key: objectKey(v),
+        created: v.metadata.creationTimestamp ?? "",
+        request: request(v),
+        ...(holds ? { holds } : {}),
+        deleting: v.metadata.deletionTimestamp !== undefined,
+      };
+    };
+    const others = (await vmClient.list(ns)).filter((v) => v.metadata.uid !== vm.metadata.uid);
+    return quotaRefusal(objectKey(vm), [vm, ...others].map(claimant), {
+      ...(cores !== undefined ? { cores } : {}),
+      ...(memory !== undefined ? { memory } : {}),
+    });
   }
 
   function report(vm: VirtualMachine, ctx: Ctx, s: Parameters<typeof vmStatus>[2]): void {

@@ -48,6 +48,11 @@ export class MissingInput extends Error {
   override name = "MissingInput";
 }
 
+/** Input outside the spec, unusable as it is (a Secret's user-data over the size bound): retried, it may be fixed. */
+export class InvalidInput extends Error {
+  override name = "InvalidInput";
+}
+
 /** A domain here that the operator did not make: never touched, whatever its name. */
 export class NotOwned extends Error {
   override name = "NotOwned";
@@ -58,6 +63,9 @@ export class NotOwned extends Error {
  * then its Event), and keeps what the controller remembers between reconciles: the crash-loop
  * backoff of starts, and the shutdown deadlines of orphans (a VM's own is kept in its status).
  */
+/** As spec.cloudInit.userData's maxLength (the CRD bounds characters, this bounds bytes). */
+const maxUserDataBytes = 65536;
+
 export class VmExecutor {
   readonly starts = new StartBackoff();
   /** Graceful-shutdown deadlines of domains whose object is gone (nowhere else to keep them), by key. */
@@ -188,8 +196,15 @@ export class VmExecutor {
   async secretUserData(vm: VirtualMachine): Promise<string | undefined> {
     const ref = vm.spec.cloudInit?.userDataSecretRef;
     if (!ref) return undefined;
-    const data = await this.host.readSecret(namespaceOf(vm), ref.name, "userdata");
-    if (data === undefined) throw new MissingInput(`Secret ${ref.name} has no key userdata`);
+    const key = ref.key ?? "userdata";
+    const data = await this.host.readSecret(namespaceOf(vm), ref.name, key);
+    if (data === undefined) throw new MissingInput(`Secret ${ref.name} has no key ${key}`);
+    // The same bound as spec.cloudInit.userData; the message never quotes the data.
+    const bytes = Buffer.byteLength(data);
+    if (bytes > maxUserDataBytes)
+      throw new InvalidInput(
+        `Secret ${ref.name} key ${key} holds ${bytes} bytes of user-data, more than ${maxUserDataBytes}`,
+      );
     return data;
   }
 
@@ -331,6 +346,7 @@ export function vmFailure(err: unknown): Failure | undefined {
   if (err instanceof DomainXmlError) return { reason: "InvalidSpec", message: err.message, terminal: true };
   if (err instanceof UnsupportedOnNode) return { reason: "Unsupported", message: err.message, terminal: true };
   if (err instanceof MissingInput) return { reason: "MissingInput", message: err.message, terminal: false };
+  if (err instanceof InvalidInput) return { reason: "InvalidSpec", message: err.message, terminal: false };
   if (err instanceof NotOwned) return { reason: "NotOwned", message: err.message, terminal: true };
   if (err instanceof QuantityError) return { reason: "InvalidSpec", message: err.message, terminal: true };
   if (!(err instanceof LibvirtError)) return undefined;

@@ -410,9 +410,31 @@ describe("dependencies, seed, growth", () => {
       node,
       () => volume,
       () => bridge,
+      {},
     );
     expect(found.map((w) => w.message)).toEqual(waits);
     expect(found.every((w) => w.reason === "Waiting")).toBe(true);
+  });
+
+  it("a Bridge whose namespaceSelector does not admit the VM's namespace: BridgeNotAllowed", () => {
+    const privateBridge = { ...bridgeOn(true), spec: { namespaceSelector: { matchLabels: { tenant: "acme" } } } };
+    const check = (labels: Record<string, string>) =>
+      unreadyDependencies(
+        vm(),
+        node,
+        () => readyVolume(),
+        () => privateBridge,
+        labels,
+      );
+    expect(check({ tenant: "acme" })).toEqual([]);
+    expect(check({ tenant: "globex" })).toEqual([
+      { reason: "BridgeNotAllowed", message: "Bridge br0 does not admit namespace acme (its namespaceSelector)" },
+    ]);
+    const status = vmStatus(vm(), node, { waiting: check({}), active: true });
+    expect(status.conditions).toContainEqual(
+      expect.objectContaining({ type: "DependenciesReady", reason: "BridgeNotAllowed" }),
+    );
+    expect(status.fields.phase).toBe("Running"); // a running VM keeps running, and says why it is not Ready
   });
 
   it("a Volume another VM holds: VolumeInUse, naming the holder", () => {
@@ -424,6 +446,7 @@ describe("dependencies, seed, growth", () => {
         node,
         () => held,
         () => bridgeOn(true),
+        {},
       ),
     ).toEqual([{ reason: "VolumeInUse", message: "Volume os is attached to VirtualMachine other (on kaktus-b)" }]);
     held.status!.attachedTo = { name: "web", uid: "u-1", node };
@@ -433,6 +456,7 @@ describe("dependencies, seed, growth", () => {
         node,
         () => held,
         () => bridgeOn(true),
+        {},
       ),
     ).toEqual([]);
   });

@@ -1,6 +1,6 @@
 import { isDeepStrictEqual } from "node:util";
 import { bridgeIfName, type Bridge } from "../api/bridge.js";
-import { vmDomainName, volumeImage } from "../api/names.js";
+import { namespaceOf, vmDomainName, volumeImage } from "../api/names.js";
 import { formatBytes, toBytes } from "../api/quantity.js";
 import type { VirtualMachine, VirtualMachineStatus } from "../api/virtualmachine.js";
 import type { Volume } from "../api/volume.js";
@@ -14,6 +14,7 @@ import type { DomainInfo, GuestInfo } from "../host/libvirt/types.js";
 import { condition, findCondition, type ConditionInput } from "../runtime/conditions.js";
 import type { PlannedEvent } from "../runtime/reconciler.js";
 import { claimedByOther } from "./claims.js";
+import { matchesSelector } from "./selector.js";
 import type { StartWait } from "./startbackoff.js";
 
 /**
@@ -92,8 +93,11 @@ export const shutdownPollMs = 1_000;
 
 /** A dependency not Ready for this VM yet: why, in words. */
 export interface Unready {
-  /** VolumeInUse: another VM holds the Volume; Waiting: anything else. */
-  reason: "VolumeInUse" | "Waiting";
+  /**
+   * VolumeInUse: another VM holds the Volume; BridgeNotAllowed: the Bridge is not for this
+   * namespace; QuotaExceeded: no room in the namespace's cores or memory.
+   */
+  reason: "VolumeInUse" | "BridgeNotAllowed" | "QuotaExceeded" | "Waiting";
   message: string;
 }
 
@@ -103,6 +107,7 @@ export function unreadyDependencies(
   node: string,
   volumes: (name: string) => Volume | undefined,
   bridges: (name: string) => Bridge | undefined,
+  namespaceLabels: Readonly<Record<string, string>>,
 ): Unready[] {
   const waits: Unready[] = [];
   const wait = (message: string) => waits.push({ reason: "Waiting", message });
@@ -124,6 +129,11 @@ export function unreadyDependencies(
   for (const nic of vm.spec.interfaces ?? []) {
     const bridge = bridges(nic.bridgeRef);
     if (!bridge) wait(`Bridge ${nic.bridgeRef} does not exist`);
+    else if (!matchesSelector(bridge.spec.namespaceSelector, namespaceLabels))
+      waits.push({
+        reason: "BridgeNotAllowed",
+        message: `Bridge ${nic.bridgeRef} does not admit namespace ${namespaceOf(vm)} (its namespaceSelector)`,
+      });
     else if (!bridge.status?.nodes?.find((n) => n.node === node)?.ready)
       wait(`Bridge ${nic.bridgeRef} is not Ready on ${node}`);
   }
@@ -466,7 +476,10 @@ export function vmStatus(
   const deleting = vm.metadata.deletionTimestamp !== undefined;
   const waiting = s.waiting.length > 0;
   const why = s.waiting.map((w) => w.message).join("; ");
-  const ready = waiting ? condition("Ready", "False", "WaitingForDependencies", why) : s.ready;
+  // A refusal (a Bridge not for this namespace, no room in its capacity) stays until someone changes
+  // something: Ready says so, and the VM reads Stalled; anything else is waited for.
+  const refused = (["BridgeNotAllowed", "QuotaExceeded"] as const).find((r) => s.waiting.some((w) => w.reason === r));
+  const ready = waiting ? condition("Ready", "False", refused ?? "WaitingForDependencies", why) : s.ready;
   const phase = deleting
     ? "Terminating"
     : ready?.reason === "StartFailed"
@@ -479,7 +492,7 @@ export function vmStatus(
             ? "Pending"
             : "Provisioning";
   const deadline = s.shutdownDeadline !== undefined ? new Date(s.shutdownDeadline).toISOString() : undefined;
-  const dependencies = s.waiting.some((w) => w.reason === "VolumeInUse") ? "VolumeInUse" : "Waiting";
+  const dependencies = refused ?? (s.waiting.some((w) => w.reason === "VolumeInUse") ? "VolumeInUse" : "Waiting");
   return {
     fields: { phase, node, shutdownDeadline: deadline },
     conditions: [

@@ -5,6 +5,7 @@ import {
   isFenced,
   planVolume,
   planVolumeCleanup,
+  poolsFor,
   volumeStatus,
   type VolumeObservation,
   type VolumeStep,
@@ -124,7 +125,7 @@ describe("planVolume: what the Volume controller does to the image", () => {
       "a pool outside the policy: refused, nothing made",
       volume({ pool: "templates" }),
       observed(),
-      "refused PoolNotAllowed: pool templates is not one Volumes may use (rbd)",
+      "refused PoolNotAllowed: pool templates is not one Volumes of namespace acme may use (rbd)",
     ],
     [
       "cloning from a pool outside the policy: refused",
@@ -152,6 +153,36 @@ describe("planVolume: what the Volume controller does to the image", () => {
     ],
   ] as const)("%s", (_, v, o, want) => {
     expect(describePlan(planVolume(v, o, policy))).toEqual(want);
+  });
+
+  it("a tenant rule gives the namespaces it selects their own pools, first match; others keep the default", () => {
+    const tenants = {
+      ...policy,
+      tenants: [
+        { namespaceSelector: { matchLabels: { tier: "gold" } }, pools: ["ssd"], clonePools: ["templates"] },
+        { namespaceSelector: {}, pools: [], clonePools: [] },
+      ],
+    };
+    expect(poolsFor(tenants, { tier: "gold" }).pools).toEqual(["ssd"]);
+    expect(poolsFor(tenants, {}).pools).toEqual([]);
+    expect(poolsFor(policy, { tier: "gold" }).pools).toEqual(["rbd"]);
+    expect(describePlan(planVolume(volume(), observed(), poolsFor(tenants, {})))).toBe(
+      "refused PoolNotAllowed: pool rbd is not one Volumes of namespace acme may use (none)",
+    );
+  });
+
+  it("no room in the namespace's capacity: refused QuotaExceeded, nothing made or grown", () => {
+    expect(describePlan(planVolume(volume(), observed(), policy, "storage: 1Gi asked"))).toBe(
+      "refused QuotaExceeded: storage: 1Gi asked",
+    );
+    const existing = observed({ image: image(32n * MiB, 0, "u-1") });
+    const plan = planVolume(volume({ size: "96Mi" }), existing, policy, "storage: 96Mi asked");
+    expect(plan.steps).toEqual([]);
+    // The image stays shown: it exists, and counts.
+    expect(volumeStatus(volume({ size: "96Mi" }), existing, plan).fields).toMatchObject({
+      phase: "Failed",
+      capacity: "32Mi",
+    });
   });
 
   it("names the image namespace.name in the Volume's pool, at the requested size, marked with its UID", () => {

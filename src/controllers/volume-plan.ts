@@ -1,9 +1,10 @@
-import { adoptAnnotation, volumeImage, wantsAdoption } from "../api/names.js";
+import { adoptAnnotation, namespaceOf, volumeImage, wantsAdoption } from "../api/names.js";
 import { formatBytes, toBytes } from "../api/quantity.js";
 import type { Volume, VolumeStatus } from "../api/volume.js";
 import type { ImageStatus } from "../host/rbd/types.js";
 import { condition, type ConditionInput } from "../runtime/conditions.js";
 import type { PlannedEvent } from "../runtime/reconciler.js";
+import { matchesSelector, type LabelSelector } from "./selector.js";
 
 /**
  * The Volume controller's decisions, pure: what to do to the RBD image, and what status says,
@@ -16,11 +17,16 @@ import type { PlannedEvent } from "../runtime/reconciler.js";
  */
 
 /** Which pools tenants may use: the operator's configuration, never the tenant's choice. */
-export interface PoolPolicy {
+export interface Pools {
   /** Pools Volumes may live in. */
   pools: readonly string[];
   /** Pools whose images may be cloned from. */
   clonePools: readonly string[];
+}
+
+/** The default pools, and per tenant (namespaces by label, first match) the pools they use instead. */
+export interface PoolPolicy extends Pools {
+  tenants?: readonly (Pools & { namespaceSelector: LabelSelector })[];
 }
 
 /** Where an image is built; "." cannot occur in a Volume's name, so no Volume's image has this name. */
@@ -63,11 +69,16 @@ export interface Waiting {
   message: string;
 }
 
-export function policyRefusal(v: Volume, policy: PoolPolicy): string | undefined {
-  if (!policy.pools.includes(v.spec.pool))
-    return `pool ${v.spec.pool} is not one Volumes may use (${policy.pools.join(", ")})`;
+/** The pools a namespace's Volumes may use: the first tenant rule its labels match, else the default. */
+export function poolsFor(policy: PoolPolicy, namespaceLabels: Readonly<Record<string, string>>): Pools {
+  return policy.tenants?.find((t) => matchesSelector(t.namespaceSelector, namespaceLabels)) ?? policy;
+}
+
+export function policyRefusal(v: Volume, pools: Pools): string | undefined {
+  if (!pools.pools.includes(v.spec.pool))
+    return `pool ${v.spec.pool} is not one Volumes of namespace ${namespaceOf(v)} may use (${pools.pools.join(", ") || "none"})`;
   const from = v.spec.source?.image?.pool;
-  if (from !== undefined && !policy.clonePools.includes(from))
+  if (from !== undefined && !pools.clonePools.includes(from))
     return `pool ${from} is not one images may be cloned from`;
   return undefined;
 }
@@ -90,9 +101,17 @@ export function isFenced(address: string, blocklisted: readonly string[]): boole
 }
 
 /** Apply: make the image exist, marked as this Volume's, with at least the requested size. */
-export function planVolume(volume: Volume, observed: VolumeObservation, policy: PoolPolicy): VolumePlan {
-  const refusal = policyRefusal(volume, policy);
+export function planVolume(
+  volume: Volume,
+  observed: VolumeObservation,
+  pools: Pools,
+  /** Why the namespace's capacity leaves no room for what this Volume asks (../quota.ts), if so. */
+  quota?: string,
+): VolumePlan {
+  const refusal = policyRefusal(volume, pools);
   if (refusal) return { steps: [], refusal: { reason: "PoolNotAllowed", message: refusal } };
+  // Nothing made and nothing grown: what exists stays as it is.
+  if (quota) return { steps: [], refusal: { reason: "QuotaExceeded", message: quota } };
   const { pool, source } = volume.spec;
   const uid = volume.metadata.uid ?? "";
   const image = volumeImage(volume);
@@ -222,22 +241,23 @@ export function volumeStatus(
   const waiting = plan.waiting && condition("Ready", "False", plan.waiting.reason, plan.waiting.message);
   if (volume.metadata.deletionTimestamp)
     return { fields: { phase: "Terminating", inUseBy }, conditions: waiting ? [waiting] : [] };
+  const image = observed.image;
+  // An image that exists is still shown when its growth is refused (what the quota counts).
+  const shown = image && { image: `${pool}/${volumeImage(volume)}`, capacity: formatBytes(image.size) };
   if (plan.refusal)
     return {
-      fields: { phase: "Failed", inUseBy },
+      fields: { phase: "Failed", inUseBy, ...shown },
       conditions: [
         condition("Synced", "False", plan.refusal.reason, plan.refusal.message),
         condition("Ready", "False", plan.refusal.reason, plan.refusal.message),
       ],
     };
-  const image = observed.image;
   if (!image) return { fields: { phase: "Pending", inUseBy }, conditions: waiting ? [waiting] : [] };
   const growing = image.size < toBytes(volume.spec.size);
   return {
     fields: {
       phase: growing ? "Creating" : "Ready",
-      image: `${pool}/${volumeImage(volume)}`,
-      capacity: formatBytes(image.size),
+      ...shown,
       watchers: image.watchers.length,
       inUseBy,
     },

@@ -1,6 +1,6 @@
 import { kinds } from "../api/kinds.js";
 import { namespaceOf, volumeImage } from "../api/names.js";
-import { QuantityError } from "../api/quantity.js";
+import { QuantityError, toBytes } from "../api/quantity.js";
 import type { VirtualMachine } from "../api/virtualmachine.js";
 import type { Volume, VolumeStatus } from "../api/volume.js";
 import type { BlockStore } from "../host/rbd/client.js";
@@ -11,11 +11,13 @@ import { findCondition } from "../runtime/conditions.js";
 import { objectKey } from "../runtime/informer.js";
 import type { Manager } from "../runtime/manager.js";
 import { runSteps, type Failure, type ReconcileContext } from "../runtime/reconciler.js";
-import { vmsByVolume, volumesBySource } from "./indexes.js";
+import { byNamespace, namespaceLabels, vmsByVolume, volumesBySource, type Namespace } from "./indexes.js";
+import { capacityOf, quotaRefusal, type Claimant } from "./quota.js";
 import {
   partialImage,
   planVolume,
   planVolumeCleanup,
+  poolsFor,
   volumeStatus,
   type PoolPolicy,
   type VolumeObservation,
@@ -54,8 +56,17 @@ type Ctx = ReconcileContext<VolumeStatus>;
 export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
   const volumes = manager.informer<Volume>(kinds.volume);
   const vms = manager.informer<VirtualMachine>(kinds.virtualMachine, { leaderOnly: true });
+  const namespaces = manager.informer<Namespace>(kinds.namespace);
   const usersOf = vmsByVolume(vms);
   const copiesOf = volumesBySource(volumes);
+  const inNamespace = byNamespace(volumes);
+  /** Volumes of a namespace refused for its pools or capacity: a change there may let them in. */
+  const refusedIn = (ns: string) =>
+    inNamespace(ns)
+      .filter((v) =>
+        ["QuotaExceeded", "PoolNotAllowed"].includes(findCondition(v.status?.conditions, "Ready")?.reason ?? ""),
+      )
+      .map(objectKey);
   const mine = (o: { metadata: { namespace?: string } }) => !deps.namespace || o.metadata.namespace === deps.namespace;
   const volumeKeys = (vm: VirtualMachine) =>
     (vm.spec.disks ?? []).map((d) => `${vm.metadata.namespace}/${d.volumeRef}`);
@@ -89,12 +100,26 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
         (vm, old) => new Set([...volumeKeys(vm), ...(old ? volumeKeys(old) : [])]),
         changedIn((vm) => [volumeKeys(vm), vm.status?.phase]),
       )
+      // A namespace's labels choose its pools, its annotations its capacity; a Volume that shrinks
+      // its namespace's use (deleted, or its image gone) may make room for a refused one.
+      .watches(
+        namespaces,
+        (n) => refusedIn(n.metadata.name),
+        changedIn((n) => [n.metadata.labels, n.metadata.annotations]),
+      )
+      .watches(
+        volumes,
+        (v) => refusedIn(namespaceOf(v)),
+        changedIn((v) => [v.status?.capacity, v.metadata.deletionTimestamp]),
+      )
       .leaderElected()
       .reconcile<VolumeStatus>({
         finalizer: volumeFinalizer,
         async apply(volume, ctx) {
           const before = await observe(volume);
-          const plan = planVolume(volume, before, deps.policy);
+          const ns = namespaces.get(namespaceOf(volume))?.metadata;
+          const pools = poolsFor(deps.policy, namespaceLabels(namespaceOf(volume), ns?.labels));
+          const plan = planVolume(volume, before, pools, quotaFor(volume, before, ns?.annotations));
           await execute(plan.steps, ctx);
           const observed = plan.steps.length ? await observe(volume) : before;
           ctx.status.apply(volumeStatus(volume, observed, plan));
@@ -123,6 +148,25 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
         failure,
       })
   );
+
+  /** Why this Volume's namespace has no room for its size (when it asks for more than its image has). */
+  function quotaFor(volume: Volume, observed: VolumeObservation, annotations?: Record<string, string>) {
+    const { limits, error } = capacityOf(annotations);
+    if (error) return `the namespace's capacity cannot be read: ${error}`;
+    const claimant = (v: Volume): Claimant => {
+      const capacity = v.status?.capacity;
+      const holds = v === volume ? observed.image?.size : capacity ? toBytes(capacity) : undefined;
+      return {
+        key: objectKey(v),
+        created: v.metadata.creationTimestamp ?? "",
+        request: { storage: toBytes(v.spec.size) },
+        ...(holds !== undefined ? { holds: { storage: holds } } : {}),
+        deleting: v.metadata.deletionTimestamp !== undefined,
+      };
+    };
+    const others = inNamespace(namespaceOf(volume)).filter((v) => v.metadata.uid !== volume.metadata.uid);
+    return quotaRefusal(objectKey(volume), [claimant(volume), ...others.map(claimant)], limits);
+  }
 
   function execute(steps: VolumeStep[], ctx: Ctx) {
     return runSteps(steps, run, ctx.signal, ctx.events.emit);

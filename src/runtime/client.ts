@@ -51,6 +51,13 @@ export class ResourceClient<T> {
     }
   }
 
+  /** The namespace's objects, read from the API (not a cache): for what a node's cache does not hold. */
+  async list(namespace: string): Promise<T[]> {
+    const { group, version, plural } = this.ref;
+    const list = (await this.api.listNamespacedCustomObject({ group, version, plural, namespace })) as { items: T[] };
+    return list.items;
+  }
+
   /** Applies a guarded JSON patch to the object (metadata, spec); undefined if there was nothing to do. */
   patch(key: string, ops: Operation[]): Promise<T | undefined> {
     return this.send(key, ops, false);

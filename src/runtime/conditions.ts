@@ -72,6 +72,8 @@ export const stalledReasons: ReadonlySet<string> = new Set([
   "NoNodeSelected", // a Bridge whose selector matches no node
   "MissingInput", // a Secret the spec names does not exist, or lacks the key
   "VolumeInUse", // another VirtualMachine holds the Volume
+  "BridgeNotAllowed", // a NIC names a Bridge whose namespaceSelector does not admit the VM's namespace
+  "QuotaExceeded", // the namespace's capacity (storage, cores, memory) would be exceeded
   "ImageInUse", // another client has the image open
   "StartFailed", // the domain fails to start, or keeps stopping (crash loop)
 ]);

@@ -206,7 +206,9 @@ describe("hosts as they come: probed accelerators, CPUs, and starts that back of
     // A thread still loading its native module when the process exits aborts it (SIGABRT, no exit 2).
     const threads = () => readdirSync("/proc/self/task").length;
     const before = threads();
-    const agent = new Agent(agentConfig(labAgentFlags(nodeB, { metricsPort: 9471, args: ["--accelerator=kvm"] })));
+    const agent = new Agent(
+      agentConfig(labAgentFlags(nodeB, { metricsPort: 9471, logLevel: "silent", args: ["--accelerator=kvm"] })),
+    );
     expect(threads()).toBeGreaterThan(before);
     await expect(agent.start()).rejects.toThrow(ProbeError);
     expect(threads()).toBe(before);

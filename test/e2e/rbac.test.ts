@@ -6,8 +6,9 @@ import { agentKubeconfigPath, agentUser, auditLogPath } from "../env/kube.js";
 import { nodes } from "../env/lab.js";
 import { kinds } from "../../src/api/kinds.js";
 import { ResourceClient } from "../../src/runtime/client.js";
+import type { Operation } from "../../src/runtime/status.js";
 import { applyObjects, kbr, kvm, kvol, patchObject, waitCondition, waitObject } from "../support/e2e.js";
-import { installCrds, kubectl } from "../support/kube.js";
+import { installCrds, kubeConfig, kubectl } from "../support/kube.js";
 
 /**
  * The agents run under the bundle's ServiceAccount (test/env/kube.ts), never as the lab's admin.
@@ -135,9 +136,9 @@ describe("RBAC: the agents under their ServiceAccount", () => {
     });
     await applyObjects(vm("on-a", nodeA.name), vm("on-b", nodeB.name));
     // As node B's agent writes: a JSON patch of the status, a merge patch of a Node (kubectl patch would GET first).
-    const asAgentB = (token?: string) => {
+    const asAgent = (node: string, token?: string) => {
       const kc = new k8s.KubeConfig();
-      kc.loadFromFile(agentKubeconfigPath(nodeB.name));
+      kc.loadFromFile(agentKubeconfigPath(node));
       if (token) {
         const cluster = kc.getCurrentCluster()!;
         kc.loadFromOptions({
@@ -149,6 +150,7 @@ describe("RBAC: the agents under their ServiceAccount", () => {
       }
       return kc;
     };
+    const asAgentB = (token?: string) => asAgent(nodeB.name, token);
     const writeStatus = (name: string, token?: string) =>
       new ResourceClient(asAgentB(token), kinds.virtualMachine).patchStatus(`${ns}/${name}`, [
         { op: "add", path: "/status/phase", value: "Pending" },
@@ -175,10 +177,46 @@ describe("RBAC: the agents under their ServiceAccount", () => {
     await expect(vms.patch(`${ns}/on-b`, [{ op: "replace", path: "/spec/memory", value: "128Mi" }])).rejects.toThrow(
       /the agents never change the spec of virtualmachines/,
     );
-    await vms.patch(`${ns}/on-a`, [
-      { op: "add", path: "/metadata/finalizers", value: ["kaktus.kowabunga.cloud/test"] },
-    ]);
+    // Finalizers of another node's VM: only removed, and only once it is being deleted (the fencing leader).
+    const testFinalizer = { op: "add", path: "/metadata/finalizers", value: ["kaktus.kowabunga.cloud/test"] } as const;
+    await expect(vms.patch(`${ns}/on-a`, [testFinalizer])).rejects.toThrow(
+      /the agent of node kaktus-b may not add finalizers to a VirtualMachine of node kaktus-a, nor remove them before it is deleted/,
+    );
+    await vms.patch(`${ns}/on-b`, [testFinalizer]);
+    await vms.patch(`${ns}/on-b`, [{ op: "remove", path: "/metadata/finalizers" }]);
+    await new ResourceClient(kubeConfig, kinds.virtualMachine).patch(`${ns}/on-a`, [testFinalizer]);
+    await expect(vms.patch(`${ns}/on-a`, [{ op: "remove", path: "/metadata/finalizers" }])).rejects.toThrow(
+      /nor remove them before it is deleted/,
+    );
+    await kubectl(["delete", "-n", ns, `${kvm}/on-a`, "--wait=false"]);
     await vms.patch(`${ns}/on-a`, [{ op: "remove", path: "/metadata/finalizers" }]);
+
+    // A Bridge's status: each agent writes its own node's entry only.
+    await applyObjects({
+      apiVersion: "kaktus.kowabunga.cloud/v1alpha1",
+      kind: "Bridge",
+      metadata: { name: "kbr-restrict" },
+      spec: {},
+    });
+    const bridgeStatus = (node: string, ops: Operation[]) =>
+      new ResourceClient(asAgent(node), kinds.bridge).patchStatus("kbr-restrict", ops);
+    try {
+      await bridgeStatus(nodeA.name, [
+        { op: "add", path: "/status/nodes", value: [{ node: nodeA.name, ready: true }] },
+      ]);
+      await expect(
+        bridgeStatus(nodeB.name, [{ op: "replace", path: "/status/nodes/0/ready", value: false }]),
+      ).rejects.toThrow(/the agent of node kaktus-b may write only its own node's entry of a Bridge's status/);
+      await expect(bridgeStatus(nodeB.name, [{ op: "remove", path: "/status/nodes/0" }])).rejects.toThrow(
+        /only its own node's entry/,
+      );
+      await bridgeStatus(nodeB.name, [
+        { op: "add", path: "/status/nodes/-", value: { node: nodeB.name, ready: true } },
+      ]);
+      await bridgeStatus(nodeB.name, [{ op: "replace", path: "/status/nodes/1/ready", value: false }]);
+    } finally {
+      await kubectl(["delete", kbr, "kbr-restrict", "--wait=false"]);
+    }
     // A token of the account that is not a pod's names no node: refused, not trusted with every node.
     const unbound = (
       await kubectl(["create", "token", "kaktus-operator", "-n", "kaktus-system", "--duration=10m"])

@@ -245,8 +245,9 @@ function daemons(binDir: string): Record<"etcd" | "apiserver" | "controllerManag
         `--kubeconfig=${controllerManagerKubeconfig}`,
         `--authentication-kubeconfig=${controllerManagerKubeconfig}`,
         `--authorization-kubeconfig=${controllerManagerKubeconfig}`,
-        // Only what the operator's users rely on: namespace deletion and owner-reference GC.
-        "--controllers=namespace-controller,garbage-collector-controller",
+        // Only what the operator's users rely on: namespace deletion, owner-reference GC, and the
+        // object counts of ResourceQuotas (count/virtualmachines.kaktus.kowabunga.cloud).
+        "--controllers=namespace-controller,garbage-collector-controller,resourcequota-controller",
         "--leader-elect=false",
         "--bind-address=127.0.0.1",
         "--secure-port=10257",
