@@ -224,7 +224,13 @@ export class VmExecutor {
     const mine = vm ? found?.owner?.uid === vm.metadata.uid : found?.owner !== undefined;
     const domain = mine ? found!.domain : null;
     const deadline = vm ? statusDeadline(vm) : this.orphanDeadlines.get(target.key);
-    const plan = planVmCleanup(vm, domain, { now: Date.now(), shutdownDeadline: deadline }, node);
+    const grace = found?.owner?.graceSeconds;
+    const input = {
+      now: Date.now(),
+      shutdownDeadline: deadline,
+      ...(grace !== undefined ? { orphanGraceSeconds: grace } : {}),
+    };
+    const plan = planVmCleanup(vm, domain, input, node);
     await this.run(plan.steps, { ...target, generation: vm?.metadata.generation }, signal, emit);
     if (!vm && plan.shutdownDeadline !== undefined) this.orphanDeadlines.set(target.key, plan.shutdownDeadline);
     if (!plan.pollMs) {

@@ -369,7 +369,11 @@ describe("planVmCleanup and planStop", () => {
     expect(p.pollMs !== undefined).toBe(waits);
   });
 
-  it("an orphan (no object) is stopped with the default grace", () => {
+  it("an orphan (no object) is stopped with the grace its definition carries, else the default", () => {
+    expect(planStop(undefined, domain(), { now, orphanGraceSeconds: 2 }).steps[0]).toMatchObject({
+      op: "shutdown",
+      deadline: now + 2_000,
+    });
     expect(planStop(undefined, domain(), { now }).steps[0]).toMatchObject({ op: "shutdown", deadline: now + 60_000 });
   });
 });

@@ -375,9 +375,9 @@ export function startFailed(wait: StartWait, now: number): Pick<VmPlan, "ready" 
 export function planStop(
   vm: VirtualMachine | undefined,
   domain: DomainInfo | null,
-  input: Pick<VmPlanInput, "now" | "shutdownDeadline">,
+  input: Pick<VmPlanInput, "now" | "shutdownDeadline"> & { orphanGraceSeconds?: number },
 ): Power {
-  const graceSeconds = vm?.spec.shutdownGracePeriodSeconds ?? 60;
+  const graceSeconds = vm?.spec.shutdownGracePeriodSeconds ?? input.orphanGraceSeconds ?? 60;
   if (!domain || !isActive(domain))
     return {
       steps: [],
@@ -437,7 +437,8 @@ export function planStop(
 export function planVmCleanup(
   vm: VirtualMachine | undefined,
   domain: DomainInfo | null,
-  input: Pick<VmPlanInput, "now" | "shutdownDeadline">,
+  /** orphanGraceSeconds: for a domain whose object is gone, the grace its definition carries. */
+  input: Pick<VmPlanInput, "now" | "shutdownDeadline"> & { orphanGraceSeconds?: number },
   node: string,
 ): Power {
   const stop = planStop(vm, domain, input);

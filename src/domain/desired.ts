@@ -116,6 +116,11 @@ export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
     }),
     graphics: s.graphics ?? "spice",
     guestAgent: guestAgentOn(vm),
-    owner: { namespace: namespaceOf(vm), name: vm.metadata.name, uid: vm.metadata.uid ?? "" },
+    owner: {
+      namespace: namespaceOf(vm),
+      name: vm.metadata.name,
+      uid: vm.metadata.uid ?? "",
+      graceSeconds: s.shutdownGracePeriodSeconds ?? 60,
+    },
   };
 }

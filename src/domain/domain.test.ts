@@ -247,6 +247,7 @@ describe("hostile strings never produce invalid XML or an injected element", () 
     mac: hostile,
     cpuModel: hostile,
     cpuFeature: hostile,
+    grace: fc.integer({ min: 0, max: 3600 }),
   });
 
   it("renders valid XML that reads back exactly, or refuses with a DomainXmlError", () => {
@@ -282,7 +283,7 @@ describe("hostile strings never produce invalid XML or an injected element", () 
           interfaces: [{ name: h.nic, mac: h.mac.toLowerCase(), bridge: h.bridge, model: "virtio" }],
           graphics: "none",
           guestAgent: true,
-          owner: { namespace: h.ns, name: h.name, uid: h.uid },
+          owner: { namespace: h.ns, name: h.name, uid: h.uid, graceSeconds: h.grace },
         };
         let xml: string;
         try {

@@ -43,6 +43,8 @@ export interface DomainOwner {
   namespace: string;
   name: string;
   uid: string;
+  /** The VM's shutdown grace when the domain was defined: an orphan is stopped with it. */
+  graceSeconds?: number;
 }
 
 export interface DiskModel {

@@ -138,6 +138,7 @@ export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
               "@_namespace": attrText(m.owner.namespace, "namespace"),
               "@_name": attrText(m.owner.name, "name"),
               "@_uid": attrText(m.owner.uid, "uid"),
+              ...(m.owner.graceSeconds !== undefined ? { "@_grace": String(m.owner.graceSeconds) } : {}),
             },
           },
         }
@@ -310,8 +311,13 @@ export function parseDomainXml(xml: string): DomainModel {
             namespace: attr(ownerNode, "namespace") ?? "",
             name: attr(ownerNode, "name") ?? "",
             uid: attr(ownerNode, "uid") ?? "",
+            ...graceOf(attr(ownerNode, "grace")),
           },
         }
       : {}),
   };
 }
+
+/** The owner's grace attribute, when it is a whole number of seconds (older domains have none). */
+const graceOf = (value: string | undefined) =>
+  value !== undefined && /^\d{1,4}$/.test(value) ? { graceSeconds: Number(value) } : {};
