@@ -60,16 +60,13 @@ describe("tenancy", () => {
   const logStart = agents.map((a) => statSize(logFile(a.name)));
   beforeAll(async () => {
     await installCrds();
-    for (const ns of namespaces) {
-      await deleteNamespace(ns);
-      await kubectl(["create", "namespace", ns]);
-    }
+    await Promise.all(namespaces.map((ns) => deleteNamespace(ns).then(() => kubectl(["create", "namespace", ns]))));
     await kubectl(["label", "namespace", tenantA, "kowabunga.cloud/project=a"]);
     await Promise.all(agents.map((a) => a.start()));
   }, 180_000);
 
   afterAll(async () => {
-    for (const ns of namespaces) await deleteNamespace(ns).catch(() => undefined);
+    await Promise.all(namespaces.map((ns) => deleteNamespace(ns).catch(() => undefined)));
     await kubectl(["delete", kbr, privateBridge, "--ignore-not-found", "--timeout=60s"]).catch(() => undefined);
     await Promise.all(agents.map((a) => a.stop()));
   }, 300_000);
