@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent } from "../env/agents.js";
 import { controlPlane, libvirtDaemon, linkNames, nodes, rbdImages, virsh } from "../env/lab.js";
-import { waitFor } from "../env/proc.js";
+import { alive, childrenOf, waitFor } from "../env/proc.js";
 import {
   applyObjects,
   conditionOf,
@@ -59,6 +59,7 @@ const volume = (name: string, size = "64Mi") => ({
   spec: { pool: "rbd", size },
 });
 
+
 describe("two agents, crashes and restarts", () => {
   beforeAll(async () => {
     await installCrds();
@@ -94,6 +95,9 @@ describe("two agents, crashes and restarts", () => {
 
   it("killing the leader hands Volume reconciling to the other within the lease duration", async () => {
     const { leader: dead, follower } = await volumeLeader(agents);
+    // Its `ip monitor` must not outlive it (a leftover keeps the node's network namespace busy).
+    const helpers = childrenOf(dead.pid()!);
+    expect(helpers.length).toBeGreaterThan(0);
     dead.kill();
     const killed = Date.now();
     await apply(volume("after-leader-died"));
@@ -106,6 +110,9 @@ describe("two agents, crashes and restarts", () => {
       },
     );
     const handover = Date.now() - killed;
+    await waitFor("the killed agent's helpers gone", async () => helpers.every((pid) => !alive(pid)) || undefined, {
+      timeoutMs: 5_000,
+    });
     console.log(
       `[figure] Volume lease taken over ${handover} ms after the leader was killed (lease ${leaseSeconds} s)`,
     );

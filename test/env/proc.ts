@@ -1,5 +1,5 @@
 import { execFile, spawn } from "node:child_process";
-import { mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { logDir, pidDir } from "./paths.js";
@@ -110,12 +110,27 @@ export function startDaemon(daemon: Daemon): number {
 }
 
 /** True while a process with this PID exists (a zombie counts as gone). */
-function alive(pid: number): boolean {
+export function alive(pid: number): boolean {
   try {
     return !readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.startsWith("Z");
   } catch {
     return false;
   }
+}
+
+/** The live children of a process (the fourth field of /proc/PID/stat is the parent's PID). */
+export function childrenOf(parent: number): number[] {
+  return readdirSync("/proc")
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return Number(readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]?.split(" ")[1]) === parent;
+      } catch {
+        return false; // gone meanwhile
+      }
+    })
+    .map(Number)
+    .filter(alive);
 }
 
 /**

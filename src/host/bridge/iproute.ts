@@ -54,7 +54,10 @@ export class IpRoute {
 
   /** `ip monitor link`: its text is only a signal that something changed; state is re-read as JSON. */
   monitor(onLine: () => void): ChildProcess {
-    const child = spawn("ip", this.args(["monitor", "link"]), { stdio: ["ignore", "pipe", "ignore"] });
+    // Killed with the agent, even by SIGKILL (setpriv sets the parent-death signal, then runs ip):
+    // a monitor left behind would hold the node's network namespace for ever.
+    const args = ["--pdeathsig", "KILL", "--", "ip", ...this.args(["monitor", "link"])];
+    const child = spawn("setpriv", args, { stdio: ["ignore", "pipe", "ignore"] });
     child.stdout?.on("data", onLine);
     return child;
   }
