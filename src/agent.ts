@@ -37,6 +37,8 @@ export interface AgentConfig {
   lease: { namespace: string; name: string; durationSeconds: number };
   /** How the node's accelerator and default CPU are chosen; `guestDir`: the probe guest. */
   probe: ProbeOptions & { guestDir?: string };
+  /** Where consoles with a password listen: "socket" (default) or an address of the node. */
+  consoleListen: string;
 }
 
 /**
@@ -85,7 +87,8 @@ export class Agent {
     }));
     const [media, readSecret, nodeFacts] = [new LocalCloudInitMedia(config.stateDir), secretReader(kc), this.nodeFacts];
     const { libvirt: hypervisor, network, rbd: store } = hosts;
-    setupVirtualMachines(manager, { node, hypervisor, network, store, media, readSecret, nodeFacts, resyncMs });
+    const vmDeps = { node, hypervisor, network, store, media, readSecret, nodeFacts, resyncMs };
+    setupVirtualMachines(manager, { ...vmDeps, consoleListen: config.consoleListen });
     setupBridges(manager, { node, network, resyncMs });
     const fence = () => this.elector.fence();
     setupVolumes(manager, { store, policy: config.pools, resyncMs, fence });

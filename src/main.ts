@@ -1,6 +1,7 @@
 import * as k8s from "@kubernetes/client-node";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
+import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import { parse as parseYaml } from "yaml";
 import { Agent, type AgentConfig } from "./agent.js";
@@ -25,6 +26,9 @@ Every flag can also be given as an environment variable (shown in brackets).
   --clone-pools LIST      pools images may be cloned from [KAKTUS_CLONE_POOLS] default templates
   --tenant-pools PATH     YAML list of {namespaceSelector, pools, clonePools}: the namespaces a rule
                           selects (first match) use its pools instead [KAKTUS_TENANT_POOLS]
+  --console-listen WHERE  where consoles with a password listen: socket, or an address of the node
+                          (QEMU listens there on a TCP port) [KAKTUS_CONSOLE_LISTEN] default socket;
+                          a console without a password is always a UNIX socket (root only)
   --netns NAME            network namespace of the node's bridges (tests) [KAKTUS_NETNS]
   --state-dir PATH        cloud-init seed images and probe files; QEMU must read it [KAKTUS_STATE_DIR]
                           default /var/lib/kaktus-operator
@@ -57,6 +61,7 @@ const options = {
   pools: { type: "string", env: "KAKTUS_POOLS", default: "rbd" },
   "clone-pools": { type: "string", env: "KAKTUS_CLONE_POOLS", default: "templates" },
   "tenant-pools": { type: "string", env: "KAKTUS_TENANT_POOLS" },
+  "console-listen": { type: "string", env: "KAKTUS_CONSOLE_LISTEN", default: "socket" },
   netns: { type: "string", env: "KAKTUS_NETNS" },
   "state-dir": { type: "string", env: "KAKTUS_STATE_DIR", default: "/var/lib/kaktus-operator" },
   accelerator: { type: "string", env: "KAKTUS_ACCELERATOR", default: "auto" },
@@ -118,6 +123,12 @@ function monitorsFrom(confPath: string): { host: string; port: number }[] {
   const monitors = line ? parseMonHost(line) : [];
   if (!monitors.length) throw new Error(`${confPath} has no mon_host the agent can read`);
   return monitors;
+}
+
+/** "socket", or an IP address (what QEMU can listen on; never a name that resolves elsewhere later). */
+function consoleListen(value: string): string {
+  if (value === "socket" || isIP(value)) return value;
+  throw new Error(`--console-listen must be socket or an IP address, not ${value}`);
 }
 
 /** The tenant pool rules file: a bad one stops the agent at start, saying where. */
@@ -183,6 +194,7 @@ function configFrom(flags: Flags): AgentConfig & { metricsAddress: string } {
     },
     probe: { accelerator, ...(cpuModel ? { cpuModel } : {}), guestDir: flags["probe-guest"]! },
     metricsAddress: flags["metrics-address"]!,
+    consoleListen: consoleListen(flags["console-listen"]!),
   };
 }
 

@@ -195,8 +195,33 @@ export const VirtualMachineSpec = Type.Object(
     graphics: Type.Optional(
       StringEnum(["spice", "vnc", "none"] as const, {
         default: "spice",
-        description: "A console on the node's 127.0.0.1 (spice or vnc), or none (serial console only).",
+        description:
+          "A console (spice or vnc), or none (serial console only). Without a password it is a UNIX socket " +
+          "on the node (root only); with one, it listens where the node's agent says (--console-listen). " +
+          "status.console says how to reach it.",
       }),
+    ),
+    graphicsPasswordSecretRef: Type.Optional(
+      Type.Object(
+        {
+          name: DnsSubdomain({ description: "The Secret's name." }),
+          key: Type.Optional(
+            Type.String({
+              minLength: 1,
+              maxLength: 253,
+              pattern: "^[-._a-zA-Z0-9]+$",
+              default: "password",
+              description:
+                "The key holding the password (printable ASCII; at most 8 characters for vnc, 64 for spice).",
+            }),
+          ),
+        },
+        {
+          description:
+            "A Secret in the VM's namespace holding the console's password. Changing the password takes effect " +
+            "at the next restart (RestartRequired).",
+        },
+      ),
     ),
     autostart: Type.Optional(Type.Boolean({ default: true, description: "Start the domain when the host boots." })),
     shutdownGracePeriodSeconds: Type.Optional(
@@ -219,6 +244,17 @@ export const VirtualMachineStatus = Type.Object({
   ...commonStatus,
   node: Type.Optional(Type.String({ description: "Node the domain was observed on." })),
   domainUUID: Type.Optional(Type.String({ description: "libvirt domain UUID, generated once." })),
+  console: Type.Optional(
+    Type.Object(
+      {
+        type: Type.String({ description: "spice or vnc." }),
+        socket: Type.Optional(Type.String({ description: "The UNIX socket on the node (root only)." })),
+        address: Type.Optional(Type.String({ description: "The address it listens on, with a password." })),
+        port: Type.Optional(Type.Integer({ description: "The TCP port at that address." })),
+      },
+      { description: "How to reach the running VM's console, on its node." },
+    ),
+  ),
   shutdownDeadline: Type.Optional(
     Type.String({
       format: "date-time",

@@ -25,6 +25,7 @@ import {
   type Namespace,
 } from "./indexes.js";
 import {
+  consoleStatus,
   growingDisks,
   guestStatus,
   isActive,
@@ -43,6 +44,8 @@ export const vmFinalizer = "kaktus.kowabunga.cloud/virtualmachine";
 export interface VmDeps extends VmHost {
   /** The node this agent runs for: only VMs with this spec.node are touched. */
   node: string;
+  /** Where consoles with a password listen ("socket", or an address); without one, always a socket. */
+  consoleListen: string;
   /** The node's network also says when its links change (a tap may be off a re-created bridge). */
   network: VmHost["network"] & Pick<BridgeHost, "onChange">;
   /** The node's facts (probe result, Ceph secret), and news when a new probe changed them. */
@@ -152,7 +155,11 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
     if (identity.changed) ctx.status.set(identity.status);
     const facts = await deps.nodeFacts.get();
     const seed = seedData(vm, await host.secretUserData(vm));
-    const resolved = resolveVm(vm, identity.status, facts, volume, bridge, seed && deps.media.path(name));
+    const consolePassword = await host.consolePassword(vm);
+    const resolved = resolveVm(vm, identity.status, facts, volume, bridge, seed && deps.media.path(name), {
+      listen: deps.consoleListen,
+      ...(consolePassword !== undefined ? { password: consolePassword } : {}),
+    });
     const desired = desiredDomain(vm, resolved);
     const observed = await host.observe(name, found, vm, !!seed, Object.values(resolved.volumes));
     if (existing && !isActive(existing)) starts.foundStopped(ctx.key, stoppedByItself(existing));
@@ -167,6 +174,7 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
       now: Date.now(),
       shutdownDeadline: statusDeadline(vm),
       startWait: starts.waiting(ctx.key, vm.metadata.generation),
+      ...(consolePassword !== undefined ? { consolePassword } : {}),
     });
     const target = { name, key: ctx.key, generation: vm.metadata.generation };
     const done = { ...plan, ...(await host.run(plan.steps, target, ctx.signal, ctx.events.emit)) };
@@ -179,6 +187,7 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
     );
     await release(volumeClient, dropped, vm.metadata.uid ?? "");
     report(vm, ctx, { waiting: [], ...done });
+    ctx.status.apply({ fields: { console: done.active ? consoleStatus(observed.live) : undefined }, conditions: [] });
     const running = done.active === true;
     const connected = running && desired.guestAgent && observed.live?.guestAgentConnected === true;
     const guest = await host.guest(name, connected, ctx.log);

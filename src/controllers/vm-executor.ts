@@ -208,6 +208,21 @@ export class VmExecutor {
     return data;
   }
 
+  /** The console password the VM's Secret holds, when its spec names one; checked, never quoted. */
+  async consolePassword(vm: VirtualMachine): Promise<string | undefined> {
+    const ref = vm.spec.graphicsPasswordSecretRef;
+    if (!ref || (vm.spec.graphics ?? "spice") === "none") return undefined;
+    const key = ref.key ?? "password";
+    const password = await this.host.readSecret(namespaceOf(vm), ref.name, key);
+    if (password === undefined) throw new MissingInput(`Secret ${ref.name} has no key ${key}`);
+    const max = vm.spec.graphics === "vnc" ? 8 : 64; // VNC authentication uses 8 characters at most
+    if (!/^[\x20-\x7e]+$/.test(password) || password.length > max)
+      throw new InvalidInput(
+        `Secret ${ref.name} key ${key}: a console password is 1 to ${max} printable ASCII characters for ${vm.spec.graphics ?? "spice"}`,
+      );
+    return password;
+  }
+
   /**
    * Deletion, or an orphan (`vm` undefined): stop gracefully, then undefine and remove the seed image.
    * Says how soon to look again while the guest has time left to shut down.

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import { bridgeIfName, type Bridge } from "../api/bridge.js";
 import { namespaceOf, vmDomainName, volumeImage } from "../api/names.js";
@@ -160,6 +161,8 @@ export function resolveVm(
   volumes: (name: string) => Volume | undefined,
   bridges: (name: string) => Bridge | undefined,
   seedPath: string | undefined,
+  /** Where this node's consoles listen when they have a password ("socket", or an address). */
+  console: { listen: string; password?: string } = { listen: "socket" },
 ): ResolvedVm {
   const resolved: ResolvedVm = {
     uuid: identity.domainUUID,
@@ -169,6 +172,14 @@ export function resolveVm(
     domainType: facts.domainType,
     defaultCpu: facts.defaultCpu,
     ...(seedPath ? { cloudInitIso: seedPath } : {}),
+    // Never open by default: without a password, a UNIX socket only root on the node can reach.
+    console:
+      console.password === undefined
+        ? { listen: "socket" }
+        : {
+            listen: console.listen,
+            passwordDigest: createHash("sha256").update(console.password).digest("hex"),
+          },
   };
   for (const d of vm.spec.disks ?? []) {
     const volume = volumes(d.volumeRef)!;
@@ -183,6 +194,8 @@ export interface VmPlanInput {
   node: string;
   desired: DomainModel;
   facts: NodeFacts;
+  /** The console's password (rendered into the definition, never kept in the model). */
+  consolePassword?: string;
   /** The seed image's content, when the VM has cloud-init. */
   seed?: NoCloudData;
   seedDigest?: string;
@@ -205,7 +218,9 @@ export function planVm(input: VmPlanInput): VmPlan {
   const name = desired.name;
   const steps: VmStep[] = [];
   if (input.seed && observed.seedDigest !== input.seedDigest) steps.push({ op: "seed", data: input.seed });
-  const xml = renderDomainXml(desired, facts);
+  const xml = renderDomainXml(desired, facts, {
+    ...(input.consolePassword ? { consolePassword: input.consolePassword } : {}),
+  });
   const phase = vm.status?.phase;
   let domain = observed.domain;
   let restart: string[] = [];
@@ -585,4 +600,12 @@ export function guestStatus(
               ),
     ],
   };
+}
+
+/** How to reach the running domain's console, from its live XML; undefined when it has none or is off. */
+export function consoleStatus(live: DomainModel | undefined): VirtualMachineStatus["console"] {
+  const c = live?.console;
+  if (!live || !c || live.graphics === "none") return undefined;
+  if (c.listen === "socket") return c.socket ? { type: live.graphics, socket: c.socket } : undefined;
+  return { type: live.graphics, address: c.listen, ...(c.port ? { port: c.port } : {}) };
 }

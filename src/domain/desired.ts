@@ -1,7 +1,7 @@
 import { namespaceOf, vmDomainName } from "../api/names.js";
 import type { VirtualMachine } from "../api/virtualmachine.js";
 import { toBytes } from "../api/quantity.js";
-import { cloudInitDiskName, type CpuModel, type DiskModel, type DomainModel } from "./model.js";
+import { cloudInitDiskName, type ConsoleModel, type CpuModel, type DiskModel, type DomainModel } from "./model.js";
 
 /** What a VirtualMachine's references resolved to, and what was generated once and kept in status. */
 export interface ResolvedVm {
@@ -18,6 +18,8 @@ export interface ResolvedVm {
   domainType: "kvm" | "qemu";
   /** The node's CPU for VMs that name none (from its probe). */
   defaultCpu: CpuModel;
+  /** Where the console listens and the digest of its password (graphics spice or vnc). */
+  console?: ConsoleModel;
 }
 
 /** The VM asks for something this node cannot give (host-passthrough on a TCG node): nothing to retry. */
@@ -115,6 +117,7 @@ export function desiredDomain(vm: VirtualMachine, r: ResolvedVm): DomainModel {
       return { name: i.name, mac: mac.toLowerCase(), bridge, model: i.model ?? "virtio" };
     }),
     graphics: s.graphics ?? "spice",
+    ...((s.graphics ?? "spice") !== "none" ? { console: r.console ?? { listen: "socket" } } : {}),
     guestAgent: guestAgentOn(vm),
     owner: {
       namespace: namespaceOf(vm),

@@ -37,6 +37,9 @@ export function diffDomains(desired: DomainModel, observed: DomainModel, { live 
   field("firmware", desired.firmware, observed.firmware, "restart");
   field("secureBoot", desired.secureBoot, observed.secureBoot, "restart");
   field("graphics", desired.graphics, observed.graphics, "restart");
+  // Where it listens and with which password; the socket path or port libvirt chose is not asked for.
+  const asked = (c: DomainModel["console"]) => c && { listen: c.listen, passwordDigest: c.passwordDigest };
+  field("console", asked(desired.console), asked(observed.console), "restart");
   field("guestAgent", desired.guestAgent, observed.guestAgent, "restart");
 
   const observedDisks = byName(observed.disks);

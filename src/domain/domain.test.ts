@@ -74,6 +74,44 @@ describe("desired domain of the example VM", () => {
   });
 });
 
+describe("the console", () => {
+  const vm = exampleVm();
+  it("is a UNIX socket by default: nothing listens on TCP, no password", () => {
+    const desired = desiredDomain(vm, exampleResolved);
+    expect(desired.console).toEqual({ listen: "socket" });
+    const xml = renderDomainXml(desired, facts);
+    expect(xml).toMatch(/<graphics type="spice">\s*<listen type="socket"\/>\s*<\/graphics>/);
+    expect(parseDomainXml(xml)).toEqual(desired);
+  });
+
+  it("with a password: listens at the node's address; the password is written, never read back, its digest is", () => {
+    const desired = desiredDomain(vm, { ...exampleResolved, console: { listen: "10.0.0.5", passwordDigest: "d1" } });
+    const xml = renderDomainXml(desired, facts, { consolePassword: "p&'<" });
+    expect(xml).toContain('passwd="p&amp;&apos;&lt;"');
+    expect(xml).toContain('<listen type="address" address="10.0.0.5"/>');
+    expect(xml).toContain('console-digest="d1"');
+    expect(parseDomainXml(xml)).toEqual(desired);
+    // Another password (another digest) or another place is a change, applied at the next restart.
+    const before = desiredDomain(vm, exampleResolved);
+    expect(diffDomains(desired, parseDomainXml(renderDomainXml(before, facts)))).toEqual([
+      expect.objectContaining({ field: "console", class: "restart" }),
+    ]);
+  });
+
+  it("the socket path or port libvirt chose is read from the live XML, and is no drift", () => {
+    const desired = desiredDomain(vm, exampleResolved);
+    const live = renderDomainXml(desired, facts).replace(
+      '<listen type="socket"/>',
+      '<listen type="socket" socket="/var/lib/libvirt/qemu/domain-1-x/spice.sock"/>',
+    );
+    expect(parseDomainXml(live).console).toEqual({
+      listen: "socket",
+      socket: "/var/lib/libvirt/qemu/domain-1-x/spice.sock",
+    });
+    expect(diffDomains(desired, parseDomainXml(live))).toEqual([]);
+  });
+});
+
 describe("the CPU a VM gets", () => {
   type CpuSpec = NonNullable<VirtualMachine["spec"]["cpu"]>;
   const cpuOn = (node: Pick<ResolvedVm, "domainType" | "defaultCpu">, cpu: CpuSpec) => {

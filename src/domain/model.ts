@@ -17,6 +17,8 @@ export interface DomainModel {
   disks: DiskModel[];
   interfaces: InterfaceModel[];
   graphics: "spice" | "vnc" | "none";
+  /** Where the console of `graphics` listens, and with which password; absent for "none". */
+  console?: ConsoleModel;
   /** A QEMU guest agent channel (org.qemu.guest_agent.0). */
   guestAgent: boolean;
   /** Whether a guest agent is connected on that channel (live XML only; never rendered). */
@@ -37,6 +39,19 @@ export interface CpuModel {
 export interface CpuFeature {
   name: string;
   policy: "require" | "disable";
+}
+
+export interface ConsoleModel {
+  /**
+   * "socket": a UNIX socket libvirt makes in the domain's private folder (root only on the node);
+   * else the address QEMU listens on (TCP, a port libvirt picks), only ever with a password.
+   */
+  listen: string;
+  /** sha256 of the password, kept in the owner metadata: the password itself is never read back. */
+  passwordDigest?: string;
+  /** Live XML only: the socket's path, or the TCP port libvirt chose. */
+  socket?: string;
+  port?: number;
 }
 
 export interface DomainOwner {

@@ -4,6 +4,7 @@ import {
   diskAlias,
   guestAgentChannel,
   nicAlias,
+  type ConsoleModel,
   type CpuFeature,
   type DiskModel,
   type DomainModel,
@@ -107,7 +108,12 @@ function interfaceNode(i: InterfaceModel): Node {
 export const renderDiskXml = (d: DiskModel, facts: NodeFacts) => builder.build({ disk: diskNode(d, facts) }) as string;
 export const renderInterfaceXml = (i: InterfaceModel) => builder.build({ interface: interfaceNode(i) }) as string;
 
-export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
+/** What the XML carries and the model does not: the console's password (write-only). */
+export interface DomainSecrets {
+  consolePassword?: string;
+}
+
+export function renderDomainXml(m: DomainModel, facts: NodeFacts, secrets: DomainSecrets = {}): string {
   const cpu = {
     "@_mode": m.cpu.mode,
     ...(m.cpu.mode === "custom"
@@ -119,11 +125,7 @@ export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
     m.graphics === "none"
       ? {}
       : {
-          graphics: {
-            "@_type": m.graphics,
-            "@_autoport": "yes",
-            listen: { "@_type": "address", "@_address": "127.0.0.1" },
-          },
+          graphics: consoleXml(m.graphics, m.console ?? { listen: "socket" }, secrets.consolePassword),
           video: { model: { "@_type": "virtio" } },
         };
   const domain = {
@@ -139,6 +141,9 @@ export function renderDomainXml(m: DomainModel, facts: NodeFacts): string {
               "@_name": attrText(m.owner.name, "name"),
               "@_uid": attrText(m.owner.uid, "uid"),
               ...(m.owner.graceSeconds !== undefined ? { "@_grace": String(m.owner.graceSeconds) } : {}),
+              ...(m.console?.passwordDigest
+                ? { "@_console-digest": attrText(m.console.passwordDigest, "console digest") }
+                : {}),
             },
           },
         }
@@ -251,6 +256,8 @@ export function parseDomainXml(xml: string): DomainModel {
   const cpuMode = (attr(cpuNode, "mode") ?? "custom") as DomainModel["cpu"]["mode"];
   const ownerNode = ((d.metadata as Node | undefined)?.["kaktus:owner"] ?? undefined) as Node | undefined;
   const graphicsType = attr(devices.graphics, "type");
+  const console =
+    graphicsType === "spice" || graphicsType === "vnc" ? consoleOf(devices.graphics as Node, ownerNode) : undefined;
   const disks = ((devices.disk as Node[] | undefined) ?? []).flatMap((disk): DiskModel[] => {
     const alias = attr(disk.alias, "name") ?? "";
     const source = disk.source as Node | undefined;
@@ -303,6 +310,7 @@ export function parseDomainXml(xml: string): DomainModel {
     disks,
     interfaces,
     graphics: graphicsType === "spice" || graphicsType === "vnc" ? graphicsType : "none",
+    ...(console ? { console } : {}),
     guestAgent: agent !== undefined,
     ...(agentState ? { guestAgentConnected: agentState === "connected" } : {}),
     ...(ownerNode
@@ -321,3 +329,30 @@ export function parseDomainXml(xml: string): DomainModel {
 /** The owner's grace attribute, when it is a whole number of seconds (older domains have none). */
 const graceOf = (value: string | undefined) =>
   value !== undefined && /^\d{1,4}$/.test(value) ? { graceSeconds: Number(value) } : {};
+
+/** A UNIX socket libvirt places, or a TCP address with a port libvirt picks (and a password). */
+function consoleXml(type: "spice" | "vnc", c: ConsoleModel, password: string | undefined): Node {
+  const socket = c.listen === "socket";
+  return {
+    "@_type": type,
+    ...(socket ? {} : { "@_autoport": "yes" }),
+    ...(password !== undefined ? { "@_passwd": attrText(password, "console password") } : {}),
+    listen: socket
+      ? { "@_type": "socket" }
+      : { "@_type": "address", "@_address": attrText(c.listen, "console address") },
+  };
+}
+
+function consoleOf(graphics: Node, owner: Node | undefined): ConsoleModel {
+  const listen = graphics.listen as Node | undefined;
+  const socket = attr(listen, "type") === "socket";
+  const path = attr(listen, "socket") ?? attr(graphics, "socket");
+  const port = Number(attr(graphics, "port") ?? "-1");
+  const digest = attr(owner, "console-digest");
+  return {
+    listen: socket ? "socket" : (attr(listen, "address") ?? attr(graphics, "listen") ?? ""),
+    ...(digest ? { passwordDigest: digest } : {}),
+    ...(socket && path ? { socket: path } : {}),
+    ...(!socket && port > 0 ? { port } : {}),
+  };
+}

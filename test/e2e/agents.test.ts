@@ -59,7 +59,6 @@ const volume = (name: string, size = "64Mi") => ({
   spec: { pool: "rbd", size },
 });
 
-
 describe("two agents, crashes and restarts", () => {
   beforeAll(async () => {
     await installCrds();

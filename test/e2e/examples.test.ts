@@ -50,6 +50,8 @@ const total = async (metric: string) =>
 async function cleanSlate(): Promise<void> {
   await kubectl(["delete", "namespace", ns, "--ignore-not-found", "--timeout=180s"]);
   await kubectl(["delete", kbr, "br0", "br100", "--ignore-not-found", "--timeout=60s"]);
+  // The example's data disk is Retain: a run that stopped half-way (or `npm start`) leaves its image.
+  if ((await rbdImages("rbd")).includes("acme.web-1-data")) await rbd("rm", "rbd/acme.web-1-data");
 }
 
 describe("the examples, reconciled by two agents", () => {

@@ -1,8 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
+import { connect } from "node:net";
+import { dirname } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent } from "../env/agents.js";
-import { nodes, rbd } from "../env/lab.js";
+import { nodes, rbd, virsh } from "../env/lab.js";
 import { logFile, run } from "../env/proc.js";
 import {
   applyObjects,
@@ -24,7 +27,10 @@ import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
  */
 const [nodeA] = nodes as [(typeof nodes)[0]];
 // Every line an agent can log, searched for a planted secret at the end.
-const agents = nodes.map((n, i) => labAgent(n, { metricsPort: 9510 + i, logLevel: "debug" }));
+// Consoles with a password listen on the node's loopback (the lab's nodes share the test's).
+const agents = nodes.map((n, i) =>
+  labAgent(n, { metricsPort: 9510 + i, logLevel: "debug", args: ["--console-listen=127.0.0.1"] }),
+);
 const [tenantA, tenantB, tenantQ] = ["tenancy-a", "tenancy-b", "tenancy-q"];
 const namespaces = [tenantA, tenantB, tenantQ];
 const privateBridge = "kbr-tenant-a";
@@ -42,6 +48,42 @@ const volume = (namespace: string, name: string, size: string) => ({
   metadata: { name, namespace },
   spec: { pool: "rbd", size },
 });
+const secret = (namespace: string, name: string, data: Record<string, string>) => ({
+  apiVersion: "v1",
+  kind: "Secret",
+  metadata: { name, namespace },
+  stringData: data,
+});
+/** RFB (RFC 6143) up to the security result, answering the VNC challenge with zeros: no password. */
+async function vncWithoutPassword(port: number): Promise<{ securityTypes: number[]; result: number }> {
+  const socket = connect(port, "127.0.0.1");
+  const chunks: Buffer[] = [];
+  let buffered = Buffer.alloc(0);
+  const read = async (n: number): Promise<Buffer> => {
+    for (let i = 0; buffered.length < n; i++) {
+      if (i > 100) throw new Error(`VNC: ${n} bytes never came`);
+      if (chunks.length) buffered = Buffer.concat([buffered, ...chunks.splice(0)]);
+      else await sleep(50);
+    }
+    const out = buffered.subarray(0, n);
+    buffered = buffered.subarray(n);
+    return out;
+  };
+  socket.on("data", (d: Buffer) => chunks.push(d));
+  try {
+    const version = await read(12);
+    socket.write(version); // the server's own version, RFB 003.008
+    const count = (await read(1))[0]!;
+    const securityTypes = [...(await read(count))];
+    if (!securityTypes.includes(2)) return { securityTypes, result: -1 };
+    socket.write(Buffer.from([2]));
+    await read(16); // the challenge
+    socket.write(Buffer.alloc(16));
+    return { securityTypes, result: (await read(4)).readUInt32BE(0) };
+  } finally {
+    socket.destroy();
+  }
+}
 const images = async () => (await rbd("ls", "rbd")).split("\n").filter(Boolean);
 const statSize = (path: string) => {
   try {
@@ -176,23 +218,65 @@ describe("tenancy", () => {
     }, 120_000);
   });
 
-  describe("user-data from a Secret", () => {
+  describe("consoles", () => {
+    it("without a password, a console is a UNIX socket on the node: nothing listens on TCP", async () => {
+      await applyObjects(vm(tenantB, "socket-console", { graphics: "vnc" }));
+      const o = await waitObject(kvm, "socket-console", tenantB, "console in status", (x) => !!x?.status?.console);
+      const console = o?.status?.console as { type: string; socket?: string; port?: number };
+      expect(console).toMatchObject({ type: "vnc", socket: expect.stringMatching(/\.sock$/) });
+      // The lab's libvirtd sees its node's folder as /var/lib/libvirt (test/env/libvirtd-sandbox.sh).
+      const onHost = console.socket!.replace(/^\/var\/lib\/libvirt\//, `${nodeA.dir}/lib/`);
+      expect(statSync(onHost).isSocket()).toBe(true);
+      expect(statSync(dirname(onHost)).mode & 0o007).toBe(0); // no access for others
+      const live = (await virsh(nodeA, "dumpxml", `${tenantB}_socket-console`)).stdout;
+      const graphics = /<graphics[\s\S]*?<\/graphics>/.exec(live)?.[0];
+      expect(graphics).toMatch(/<listen type='socket'/);
+      expect(graphics).not.toMatch(/port=|type='address'/);
+    }, 120_000);
+
+    it("with a password, it listens where the node says, and a client without the password is refused", async () => {
+      await applyObjects(secret(tenantB, "console", { password: "s3cret!" }));
+      await applyObjects(
+        vm(tenantB, "tcp-console", { graphics: "vnc", graphicsPasswordSecretRef: { name: "console" } }),
+      );
+      const o = await waitObject(kvm, "tcp-console", tenantB, "console in status", (x) => !!x?.status?.console);
+      const console = o?.status?.console as { address: string; port: number };
+      expect(console).toMatchObject({ type: "vnc", address: "127.0.0.1", port: expect.any(Number) });
+      const { securityTypes, result } = await vncWithoutPassword(console.port);
+      expect(securityTypes).toContain(2); // VNC authentication
+      expect(securityTypes).not.toContain(1); // "None": open to anyone
+      expect(result).not.toBe(0); // a wrong answer to the challenge is refused
+      // A password too long for VNC is said, not cut.
+      await applyObjects(secret(tenantB, "long", { password: "longer-than-8" }));
+      await applyObjects(
+        vm(tenantB, "long-password", { graphics: "vnc", graphicsPasswordSecretRef: { name: "long" } }),
+      );
+      const long = await waitCondition(kvm, "long-password", tenantB, "Ready", "False", "InvalidSpec");
+      expect(conditionOf(long, "Ready")?.message).toBe(
+        "Secret long key password: a console password is 1 to 8 printable ASCII characters for vnc",
+      );
+    }, 120_000);
+  });
+
+  describe("secrets from Secrets: user-data and console passwords", () => {
     const planted = `planted-${randomBytes(12).toString("hex")}`;
 
     it("only the key named is read, its size is bounded, and the value appears in no log, Event or status", async () => {
-      const secret = (name: string, data: Record<string, string>) => ({
-        apiVersion: "v1",
-        kind: "Secret",
-        metadata: { name, namespace: tenantA },
-        stringData: data,
-      });
       const statuses: string[] = [];
       await applyObjects(
-        secret("ud", { "cloud-config": `#cloud-config\nbootcmd: [echo ${planted}]\n`, userdata: "not this one" }),
-        secret("huge", { userdata: `#cloud-config\n# ${planted}${"x".repeat(70_000)}\n` }),
+        secret(tenantA, "ud", {
+          "cloud-config": `#cloud-config\nbootcmd: [echo ${planted}]\n`,
+          userdata: "not this one",
+          console: planted,
+        }),
+        secret(tenantA, "huge", { userdata: `#cloud-config\n# ${planted}${"x".repeat(70_000)}\n` }),
       );
       await applyObjects(
-        vm(tenantA, "with-secret", { cloudInit: { userDataSecretRef: { name: "ud", key: "cloud-config" } } }),
+        vm(tenantA, "with-secret", {
+          cloudInit: { userDataSecretRef: { name: "ud", key: "cloud-config" } },
+          graphics: "spice",
+          graphicsPasswordSecretRef: { name: "ud", key: "console" },
+        }),
         vm(tenantA, "wrong-key", { cloudInit: { userDataSecretRef: { name: "ud", key: "missing" } } }),
         vm(tenantA, "too-much", { cloudInit: { userDataSecretRef: { name: "huge" } } }),
       );
@@ -202,6 +286,10 @@ describe("tenancy", () => {
       const seed = (await run("find", [nodeA.dir, "-name", `${tenantA}_with-secret*.iso`])).stdout.trim();
       expect(readFileSync(seed, "latin1")).toContain(planted); // the guest gets it
       expect(statSync(seed).mode & 0o077).toBe(0); // root only
+      // The console has it as its password: in the definition libvirt keeps (root only), nowhere else.
+      const defined = (await virsh(nodeA, "dumpxml", "--inactive", "--security-info", `${tenantA}_with-secret`)).stdout;
+      expect(defined).toContain(`passwd='${planted}'`);
+      expect((await virsh(nodeA, "dumpxml", `${tenantA}_with-secret`)).stdout).not.toContain(planted);
       const wrong = await waitCondition(kvm, "wrong-key", tenantA, "Ready", "False", "MissingInput");
       expect(conditionOf(wrong, "Ready")?.message).toMatch(/Secret ud has no key missing/);
       const big = await waitCondition(kvm, "too-much", tenantA, "Ready", "False", "InvalidSpec");
