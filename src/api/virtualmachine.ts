@@ -63,28 +63,33 @@ const CpuFeature = Type.Object({
   ),
 });
 
+/** One key of a Secret in the VM's namespace (no namespace field: never another tenant's). */
+const SecretKeyRef = (defaultKey: string, keyDescription: string, description: string) =>
+  Type.Object(
+    {
+      name: DnsSubdomain({ description: "The Secret's name." }),
+      key: Type.Optional(
+        Type.String({
+          minLength: 1,
+          maxLength: 253,
+          pattern: "^[-._a-zA-Z0-9]+$",
+          default: defaultKey,
+          description: keyDescription,
+        }),
+      ),
+    },
+    { description },
+  );
+
 const CloudInit = Type.Object(
   {
     userData: Type.Optional(Type.String({ maxLength: 65536, description: "NoCloud user-data." })),
     userDataSecretRef: Type.Optional(
-      Type.Object(
-        {
-          name: DnsSubdomain({ description: "The Secret's name." }),
-          key: Type.Optional(
-            Type.String({
-              minLength: 1,
-              maxLength: 253,
-              pattern: "^[-._a-zA-Z0-9]+$",
-              default: "userdata",
-              description: "The key holding the user-data (at most 64 KiB); only this key is read.",
-            }),
-          ),
-        },
-        {
-          description:
-            "A Secret in the VM's namespace holding the user-data. Read by the VM's node agent only, never " +
-            "logged nor shown in status or Events; the seed image is readable by root only.",
-        },
+      SecretKeyRef(
+        "userdata",
+        "The key holding the user-data (at most 64 KiB); only this key is read.",
+        "A Secret in the VM's namespace holding the user-data. Read by the VM's node agent only, never " +
+          "logged nor shown in status or Events; the seed image is readable by root only.",
       ),
     ),
     metaData: Type.Optional(
@@ -202,25 +207,11 @@ export const VirtualMachineSpec = Type.Object(
       }),
     ),
     graphicsPasswordSecretRef: Type.Optional(
-      Type.Object(
-        {
-          name: DnsSubdomain({ description: "The Secret's name." }),
-          key: Type.Optional(
-            Type.String({
-              minLength: 1,
-              maxLength: 253,
-              pattern: "^[-._a-zA-Z0-9]+$",
-              default: "password",
-              description:
-                "The key holding the password (printable ASCII; at most 8 characters for vnc, 64 for spice).",
-            }),
-          ),
-        },
-        {
-          description:
-            "A Secret in the VM's namespace holding the console's password. Changing the password takes effect " +
-            "at the next restart (RestartRequired).",
-        },
+      SecretKeyRef(
+        "password",
+        "The key holding the password (printable ASCII; at most 8 characters for vnc, 64 for spice).",
+        "A Secret in the VM's namespace holding the console's password. Changing the password takes effect " +
+          "at the next restart (RestartRequired).",
       ),
     ),
     autostart: Type.Optional(Type.Boolean({ default: true, description: "Start the domain when the host boots." })),
