@@ -23,11 +23,10 @@ export function capacityOf(annotations: Readonly<Record<string, string>> | undef
   for (const [resource, key] of Object.entries(capacityAnnotations) as [Resource, string][]) {
     const value = annotations?.[key];
     if (value === undefined) continue;
-    try {
-      limits[resource] = resource === "cores" ? BigInt(/^\d+$/.test(value) ? value : "x") : toBytes(value);
-    } catch {
+    const amount = resource === "cores" ? (/^\d{1,9}$/.test(value) ? BigInt(value) : undefined) : bytesOf(value);
+    if (amount === undefined)
       return { limits, error: `namespace annotation ${key}: ${JSON.stringify(value)} is not a ${resource} amount` };
-    }
+    limits[resource] = amount;
   }
   return { limits };
 }
@@ -83,3 +82,12 @@ export function quotaRefusal(key: string, objects: readonly Claimant[], limits: 
 }
 
 const show = (r: Resource, v: bigint) => (r === "cores" ? String(v) : formatBytes(v));
+
+/** A quantity in bytes; undefined when it cannot be read (the object's own reconcile says why). */
+export function bytesOf(quantity: string | number): bigint | undefined {
+  try {
+    return toBytes(quantity);
+  } catch {
+    return undefined;
+  }
+}

@@ -5,8 +5,7 @@ import type { Volume } from "../api/volume.js";
 import { domainName, namespaceOf, vmDomainName, volumeImage } from "../api/names.js";
 import { desiredDomain } from "../domain/desired.js";
 import type { DomainModel, NodeFacts } from "../domain/model.js";
-import { toBytes } from "../api/quantity.js";
-import { capacityOf, quotaRefusal, type Claimant } from "./quota.js";
+import { bytesOf, capacityOf, quotaRefusal, type Claimant } from "./quota.js";
 import type { BridgeHost } from "../host/bridge/bridges.js";
 import { seedDigest } from "../host/cloudinit/media.js";
 import type { Controller } from "../runtime/controller.js";
@@ -54,13 +53,6 @@ export interface VmDeps extends VmHost {
 }
 
 const dependencyRetryMs = 15_000;
-const bytesOr0 = (q: string | number) => {
-  try {
-    return toBytes(q);
-  } catch {
-    return 0n; // its own reconcile says why
-  }
-};
 type Ctx = ReconcileContext<VirtualMachineStatus>;
 
 /**
@@ -244,7 +236,10 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
     if (error) return `the namespace's capacity cannot be read: ${error}`;
     const { cores, memory } = limits;
     if (cores === undefined && memory === undefined) return undefined;
-    const request = (v: VirtualMachine) => ({ cores: BigInt(v.spec.cpu?.cores ?? 1), memory: bytesOr0(v.spec.memory) });
+    const request = (v: VirtualMachine) => ({
+      cores: BigInt(v.spec.cpu?.cores ?? 1),
+      memory: bytesOf(v.spec.memory) ?? 0n,
+    });
     const claimant = (v: VirtualMachine): Claimant => {
       // What a VM holds: its domain's definition here; another's, its spec once it has a domain.
       const holds =

@@ -12,7 +12,7 @@ import { objectKey } from "../runtime/informer.js";
 import type { Manager } from "../runtime/manager.js";
 import { runSteps, type Failure, type ReconcileContext } from "../runtime/reconciler.js";
 import { byNamespace, namespaceLabels, vmsByVolume, volumesBySource, type Namespace } from "./indexes.js";
-import { capacityOf, quotaRefusal, type Claimant } from "./quota.js";
+import { bytesOf, capacityOf, quotaRefusal, type Claimant } from "./quota.js";
 import {
   partialImage,
   planVolume,
@@ -63,6 +63,7 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
   /** Volumes of a namespace refused for its pools or capacity: a change there may let them in. */
   const refusedIn = (ns: string) =>
     inNamespace(ns)
+      .filter(mine)
       .filter((v) =>
         ["QuotaExceeded", "PoolNotAllowed"].includes(findCondition(v.status?.conditions, "Ready")?.reason ?? ""),
       )
@@ -153,19 +154,21 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
   function quotaFor(volume: Volume, observed: VolumeObservation, annotations?: Record<string, string>) {
     const { limits, error } = capacityOf(annotations);
     if (error) return `the namespace's capacity cannot be read: ${error}`;
+    if (limits.storage === undefined) return undefined;
+    // Another object's unreadable size counts as nothing: its own reconcile reports it.
     const claimant = (v: Volume): Claimant => {
       const capacity = v.status?.capacity;
-      const holds = v === volume ? observed.image?.size : capacity ? toBytes(capacity) : undefined;
+      const holds = v === volume ? observed.image?.size : capacity ? bytesOf(capacity) : undefined;
       return {
         key: objectKey(v),
         created: v.metadata.creationTimestamp ?? "",
-        request: { storage: toBytes(v.spec.size) },
+        request: { storage: v === volume ? toBytes(v.spec.size) : (bytesOf(v.spec.size) ?? 0n) },
         ...(holds !== undefined ? { holds: { storage: holds } } : {}),
         deleting: v.metadata.deletionTimestamp !== undefined,
       };
     };
     const others = inNamespace(namespaceOf(volume)).filter((v) => v.metadata.uid !== volume.metadata.uid);
-    return quotaRefusal(objectKey(volume), [claimant(volume), ...others.map(claimant)], limits);
+    return quotaRefusal(objectKey(volume), [claimant(volume), ...others.map(claimant)], { storage: limits.storage });
   }
 
   function execute(steps: VolumeStep[], ctx: Ctx) {

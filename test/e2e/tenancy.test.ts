@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labAgent } from "../env/agents.js";
 import { nodes, rbd, virsh } from "../env/lab.js";
+import { labDir } from "../env/paths.js";
 import { logFile, run } from "../env/proc.js";
 import {
   applyObjects,
@@ -27,9 +28,15 @@ import { deleteNamespace, installCrds, kubectl } from "../support/kube.js";
  */
 const [nodeA] = nodes as [(typeof nodes)[0]];
 // Every line an agent can log, searched for a planted secret at the end.
+// Namespaces labelled kowabunga.cloud/pools=none may use no pool (the others: the default, rbd).
+const tenantPools = join(labDir, "tenant-pools.yaml");
 // Consoles with a password listen on the node's loopback (the lab's nodes share the test's).
 const agents = nodes.map((n, i) =>
-  labAgent(n, { metricsPort: 9510 + i, logLevel: "debug", args: ["--console-listen=127.0.0.1"] }),
+  labAgent(n, {
+    metricsPort: 9510 + i,
+    logLevel: "debug",
+    args: ["--console-listen=127.0.0.1", `--tenant-pools=${tenantPools}`],
+  }),
 );
 const [tenantA, tenantB, tenantQ] = ["tenancy-a", "tenancy-b", "tenancy-q"];
 const namespaces = [tenantA, tenantB, tenantQ];
@@ -104,6 +111,11 @@ describe("tenancy", () => {
     await installCrds();
     await Promise.all(namespaces.map((ns) => deleteNamespace(ns).then(() => kubectl(["create", "namespace", ns]))));
     await kubectl(["label", "namespace", tenantA, "kowabunga.cloud/project=a"]);
+    await kubectl(["label", "namespace", tenantB, "kowabunga.cloud/pools=none"]);
+    writeFileSync(
+      tenantPools,
+      "- namespaceSelector: { matchLabels: { kowabunga.cloud/pools: none } }\n  pools: []\n  clonePools: []\n",
+    );
     await Promise.all(agents.map((a) => a.start()));
   }, 180_000);
 
@@ -159,7 +171,7 @@ describe("tenancy", () => {
     }, 150_000);
   });
 
-  describe("capacity per namespace", () => {
+  describe("pools and capacity per namespace", () => {
     beforeAll(async () => {
       await kubectl([
         "annotate",
@@ -169,6 +181,15 @@ describe("tenancy", () => {
         "kaktus.kowabunga.cloud/max-cores=2",
         "kaktus.kowabunga.cloud/max-memory=256Mi",
       ]);
+    });
+
+    it("a tenant rule gives a namespace its own pools: here none, so nothing is made", async () => {
+      await applyObjects(volume(tenantB, "no-pool", "64Mi"));
+      const o = await waitCondition(kvol, "no-pool", tenantB, "Ready", "False", "PoolNotAllowed");
+      expect(conditionOf(o, "Ready")?.message).toBe(
+        `pool rbd is not one Volumes of namespace ${tenantB} may use (none)`,
+      );
+      expect((await images()).filter((i) => i.startsWith(`${tenantB}.`))).toEqual([]);
     });
 
     it("a Volume over its namespace's storage is refused with nothing made in Ceph, and let in once there is room", async () => {
