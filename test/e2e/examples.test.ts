@@ -26,9 +26,9 @@ import { installCrds, kubectl } from "../support/kube.js";
  * state and run in order: apply, stay quiet, edit, repair drift, delete.
  */
 const [nodeA, nodeB] = nodes as [(typeof nodes)[0], (typeof nodes)[0]];
-// A resync every 15 s (30 s by default): the quiet window and the repair of an RBD drift (no host
-// event there) each need one, and this file is the suite's longest.
-const resyncSeconds = 15;
+// A resync every 10 s (30 s by default): the quiet window and the repair of an RBD drift (no host
+// event there) each need one, and this file is one of the suite's longest.
+const resyncSeconds = 10;
 const agents = [
   labAgent(nodeA, { metricsPort: 9464, resyncSeconds }),
   labAgent(nodeB, { metricsPort: 9465, resyncSeconds }),
@@ -103,7 +103,7 @@ describe("the examples, reconciled by two agents", () => {
     expect(await imageSize("rbd/acme.web-1-os")).toBe(20 * 2 ** 30);
   }, 240_000);
 
-  it("stays quiet once converged: no API write and no mutating host call in 20 s, through a resync of each object", async () => {
+  it("stays quiet once converged: no API write and no mutating host call in 12 s, through a resync of each object", async () => {
     // Let in-flight follow-ups (status echoes, tap changes) settle first.
     await sleep(5_000);
     const before = {
@@ -111,15 +111,15 @@ describe("the examples, reconciled by two agents", () => {
       mutations: await total("kaktus_host_mutations_total"),
       reconciles: await total("kaktus_reconcile_total"),
     };
-    // Each object is looked at again within the window (a resync every 15 s).
-    await sleep(20_000);
+    // Each object is looked at again within the window (a resync every 10 s).
+    await sleep(12_000);
     const after = {
       writes: await total("kaktus_api_writes_total"),
       mutations: await total("kaktus_host_mutations_total"),
       reconciles: await total("kaktus_reconcile_total"),
     };
     console.log(
-      `[figure] 20 s converged: ${after.reconciles - before.reconciles} reconciles, ${after.writes - before.writes} API writes, ${after.mutations - before.mutations} host mutations`,
+      `[figure] 12 s converged: ${after.reconciles - before.reconciles} reconciles, ${after.writes - before.writes} API writes, ${after.mutations - before.mutations} host mutations`,
     );
     expect(after.writes - before.writes).toBe(0);
     expect(after.mutations - before.mutations).toBe(0);
