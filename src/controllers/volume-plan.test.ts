@@ -53,7 +53,7 @@ const observed = (o: Partial<VolumeObservation> = {}): VolumeObservation => ({
   ...o,
 });
 const show = (s: VolumeStep) =>
-  `${s.op}${"image" in s ? ` ${s.image}` : ""}${s.op === "rename" ? ` ${s.from}>${s.to}` : ""}${s.event ? ` ${s.event.reason}` : ""}`;
+  `${s.op}${"image" in s ? ` ${s.image}` : ""}${"address" in s ? ` ${s.address}` : ""}${s.op === "rename" ? ` ${s.from}>${s.to}` : ""}${s.event ? ` ${s.event.reason}` : ""}`;
 /** A plan as "op image event" strings, or the refusal / wait. */
 const describePlan = (p: ReturnType<typeof planVolume>) =>
   p.refusal
@@ -88,6 +88,12 @@ describe("planVolume: what the Volume controller does to the image", () => {
       volume(),
       observed({ partial: image(7n * MiB, 0, null) }),
       ["remove acme.data.partial", ...built("create")],
+    ],
+    [
+      "a previous leader still has its interrupted build open: fenced first, then removed, built again",
+      volume(),
+      observed({ partial: image(7n * MiB, 1, null) }),
+      ["blocklist 10.0.0.0:0/100 BuilderFenced", "remove acme.data.partial", ...built("create")],
     ],
     [
       "a source Volume not Ready yet: waits",

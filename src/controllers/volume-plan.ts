@@ -41,7 +41,28 @@ export type VolumeStep = { event?: PlannedEvent } & (
   | { op: "rename"; pool: string; from: string; to: string }
   | { op: "grow"; pool: string; image: string; size: bigint }
   | { op: "remove"; pool: string; image: string }
+  /** Fences one client off the cluster ("IP:port/nonce"): its I/O is refused from now on. */
+  | { op: "blocklist"; address: string }
 );
+
+/**
+ * An interrupted build goes. Only the Volume leader opens a `.partial` (its copy or clone), and a
+ * key's reconcile waits for its own: another client with it open is a previous leader, dead (its
+ * watch lingers ~10 s) or frozen (it may still write). It is fenced first, as a dead node is.
+ */
+function removePartial(pool: string, image: string, partial: ImageStatus | null): VolumeStep[] {
+  if (!partial) return [];
+  const fence = partial.watchers.map(({ address }): VolumeStep => ({
+    op: "blocklist",
+    address,
+    event: {
+      type: "Warning",
+      reason: "BuilderFenced",
+      message: `blocklisted client ${address}: it still had the interrupted build ${pool}/${image} open (a previous leader)`,
+    },
+  }));
+  return [...fence, { op: "remove", pool, image }];
+}
 
 export interface VolumeObservation {
   /** The image, null when it does not exist. */
@@ -119,7 +140,7 @@ export function planVolume(
   const { image: existing } = observed;
   if (!existing) {
     const partial = partialImage(image);
-    const steps: VolumeStep[] = observed.partial ? [{ op: "remove", pool, image: partial }] : [];
+    const steps: VolumeStep[] = removePartial(pool, partial, observed.partial);
     if (source?.image) steps.push({ op: "clone", from: source.image, pool, image: partial, size });
     else if (source?.volume) {
       const from = observed.source;
@@ -183,7 +204,7 @@ export interface CleanupPlan {
 export function planVolumeCleanup(volume: Volume, observed: VolumeObservation): CleanupPlan {
   const { pool } = volume.spec;
   const image = volumeImage(volume);
-  const leftovers: VolumeStep[] = observed.partial ? [{ op: "remove", pool, image: partialImage(image) }] : [];
+  const leftovers = removePartial(pool, partialImage(image), observed.partial);
   const existing = observed.image;
   if (volume.spec.reclaimPolicy === "Retain")
     return {

@@ -187,6 +187,7 @@ export function setupVolumes(manager: Manager, deps: VolumeDeps): Controller {
     else if (step.op === "rename") await store.rename(step.pool, step.from, step.to);
     else if (step.op === "grow") await store.grow(step.pool, step.image, step.size);
     else if (step.op === "remove") await store.remove(step.pool, step.image);
+    else if (step.op === "blocklist") await store.blocklist(step.address);
     else {
       await (step.op === "clone"
         ? store.clone(step.from, step.pool, step.image)
