@@ -87,8 +87,18 @@ export class Agent {
     }));
     const [media, readSecret, nodeFacts] = [new LocalCloudInitMedia(config.stateDir), secretReader(kc), this.nodeFacts];
     const { libvirt: hypervisor, network, rbd: store } = hosts;
-    const vmDeps = { node, hypervisor, network, store, media, readSecret, nodeFacts, resyncMs };
-    setupVirtualMachines(manager, { ...vmDeps, consoleListen: config.consoleListen });
+    const { consoleListen } = config;
+    setupVirtualMachines(manager, {
+      node,
+      hypervisor,
+      network,
+      store,
+      media,
+      readSecret,
+      nodeFacts,
+      resyncMs,
+      consoleListen,
+    });
     setupBridges(manager, { node, network, resyncMs });
     const fence = () => this.elector.fence();
     setupVolumes(manager, { store, policy: config.pools, resyncMs, fence });

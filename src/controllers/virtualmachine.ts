@@ -28,6 +28,7 @@ import {
   growingDisks,
   guestStatus,
   isActive,
+  isRefusal,
   planVm,
   resolveVm,
   seedData,
@@ -132,8 +133,7 @@ export function setupVirtualMachines(manager: Manager, deps: VmDeps): Controller
     );
     const quota = await quotaFor(vm, found?.definition);
     if (quota) waiting.push({ reason: "QuotaExceeded", message: quota });
-    for (const w of waiting.filter((w) => w.reason === "BridgeNotAllowed" || w.reason === "QuotaExceeded"))
-      await ctx.events.warning(w.reason, w.message);
+    for (const w of waiting.filter(isRefusal)) await ctx.events.warning(w.reason, w.message);
     if (waiting.length) {
       // Nothing changes on the host while a dependency is missing or refused: a running domain keeps running.
       report(vm, ctx, { waiting, active: existing ? isActive(existing) : undefined });

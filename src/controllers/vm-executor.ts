@@ -196,9 +196,7 @@ export class VmExecutor {
   async secretUserData(vm: VirtualMachine): Promise<string | undefined> {
     const ref = vm.spec.cloudInit?.userDataSecretRef;
     if (!ref) return undefined;
-    const key = ref.key ?? "userdata";
-    const data = await this.host.readSecret(namespaceOf(vm), ref.name, key);
-    if (data === undefined) throw new MissingInput(`Secret ${ref.name} has no key ${key}`);
+    const { key, value: data } = await this.secretKey(vm, ref, "userdata");
     // The same bound as spec.cloudInit.userData; the message never quotes the data.
     const bytes = Buffer.byteLength(data);
     if (bytes > maxUserDataBytes)
@@ -208,13 +206,19 @@ export class VmExecutor {
     return data;
   }
 
+  /** One key of a Secret in the VM's namespace, which must be there (else MissingInput). */
+  private async secretKey(vm: VirtualMachine, ref: { name: string; key?: string }, defaultKey: string) {
+    const key = ref.key ?? defaultKey;
+    const value = await this.host.readSecret(namespaceOf(vm), ref.name, key);
+    if (value === undefined) throw new MissingInput(`Secret ${ref.name} has no key ${key}`);
+    return { key, value };
+  }
+
   /** The console password the VM's Secret holds, when its spec names one; checked, never quoted. */
   async consolePassword(vm: VirtualMachine): Promise<string | undefined> {
     const ref = vm.spec.graphicsPasswordSecretRef;
     if (!ref || (vm.spec.graphics ?? "spice") === "none") return undefined;
-    const key = ref.key ?? "password";
-    const password = await this.host.readSecret(namespaceOf(vm), ref.name, key);
-    if (password === undefined) throw new MissingInput(`Secret ${ref.name} has no key ${key}`);
+    const { key, value: password } = await this.secretKey(vm, ref, "password");
     const max = vm.spec.graphics === "vnc" ? 8 : 64; // VNC authentication uses 8 characters at most
     if (!/^[\x20-\x7e]+$/.test(password) || password.length > max)
       throw new InvalidInput(

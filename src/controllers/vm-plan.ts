@@ -102,6 +102,10 @@ export interface Unready {
   message: string;
 }
 
+/** Dependencies refused rather than awaited: each is said with an Event, and the VM reads Stalled. */
+export const refusalReasons = ["BridgeNotAllowed", "QuotaExceeded"] as const;
+export const isRefusal = (w: Unready) => (refusalReasons as readonly string[]).includes(w.reason);
+
 /** Volumes and Bridges this VM needs that are not Ready for it yet (or held by another VM). */
 export function unreadyDependencies(
   vm: VirtualMachine,
@@ -494,7 +498,7 @@ export function vmStatus(
   const why = s.waiting.map((w) => w.message).join("; ");
   // A refusal (a Bridge not for this namespace, no room in its capacity) stays until someone changes
   // something: Ready says so, and the VM reads Stalled; anything else is waited for.
-  const refused = (["BridgeNotAllowed", "QuotaExceeded"] as const).find((r) => s.waiting.some((w) => w.reason === r));
+  const refused = refusalReasons.find((r) => s.waiting.some((w) => w.reason === r));
   const ready = waiting ? condition("Ready", "False", refused ?? "WaitingForDependencies", why) : s.ready;
   const phase = deleting
     ? "Terminating"
