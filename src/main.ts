@@ -225,7 +225,12 @@ async function main(): Promise<void> {
       );
     reply(404, "not found\n");
   });
-  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, host, resolve));
+  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, host, resolve)).catch(
+    async (err: unknown) => {
+      await agent.stop(); // its host threads are closed before the process exits
+      throw err;
+    },
+  );
   rootLogger.info({ node: config.node, metrics: config.metricsAddress, libvirt: config.libvirtUri }, "starting");
 
   const shutdown = (signal: string) => {

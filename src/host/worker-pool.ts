@@ -14,7 +14,7 @@ interface Request {
   op: string;
   args: unknown[];
 }
-type Response = { id: number; value: unknown } | { id: number; error: SerializedError };
+type Response = { id: number; value: unknown } | { id: number; error: SerializedError } | { loaded: true };
 export interface SerializedError {
   name: string;
   message: string;
@@ -31,10 +31,14 @@ export const reviveError =
     return Object.assign(Object.create(cls.prototype) as Error, e);
   };
 
-/** Worker side: answers each request with what the matching op returns or throws. */
+/**
+ * Worker side: answers each request with what the matching op returns or throws. It first says the
+ * worker's module has loaded (its native libraries with it): only then may the pool terminate it.
+ */
 export function serve(ops: Ops): void {
   if (!parentPort) throw new Error("serve() runs inside a worker thread");
   const port = parentPort;
+  port.postMessage({ loaded: true } satisfies Response);
   port.on("message", ({ id, op, args }: Request) => {
     try {
       const fn = ops[op];
@@ -67,7 +71,7 @@ interface Pending {
 }
 
 export class WorkerPool<T extends Ops> {
-  private readonly workers: { worker: Worker; pending: Map<number, Pending> }[] = [];
+  private readonly workers: { worker: Worker; pending: Map<number, Pending>; loaded: Promise<void> }[] = [];
   private nextId = 1;
   private closed = false;
 
@@ -80,7 +84,12 @@ export class WorkerPool<T extends Ops> {
     for (let i = 0; i < size; i++) {
       const worker = startWorker(url, workerData);
       const pending = new Map<number, Pending>();
+      const loaded = new Promise<void>((resolve) => {
+        worker.once("exit", () => resolve());
+        worker.on("message", (res: Response) => "loaded" in res && resolve());
+      });
       worker.on("message", (res: Response) => {
+        if ("loaded" in res) return;
         const p = pending.get(res.id);
         pending.delete(res.id);
         if (pending.size === 0) worker.unref();
@@ -95,7 +104,7 @@ export class WorkerPool<T extends Ops> {
       });
       // Idle workers do not keep the process alive; a worker with calls in hand does.
       worker.unref();
-      this.workers.push({ worker, pending });
+      this.workers.push({ worker, pending, loaded });
     }
   }
 
@@ -115,8 +124,18 @@ export class WorkerPool<T extends Ops> {
     return this.workers.reduce((n, w) => n + w.pending.size, 0);
   }
 
+  /**
+   * Stops the workers once each has loaded: a worker terminated (or left running at process exit)
+   * while its native library loads aborts the whole process (koffi cannot throw into a dying thread).
+   */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.workers.map((w) => w.worker.terminate()));
+    await Promise.all(
+      this.workers.map(async ({ worker, loaded }) => {
+        worker.ref();
+        await loaded;
+        await worker.terminate();
+      }),
+    );
   }
 }
