@@ -16,6 +16,17 @@ describe("WorkerPool", () => {
     await expect(pool.call("ping")).rejects.toThrow("closed");
   });
 
+  it("fails the calls in hand when it is closed: none is left waiting forever", async () => {
+    const pool = new WorkerPool<{ block: (ms: number) => string }>(
+      slowLoading,
+      { loadedCount: new Int32Array(new SharedArrayBuffer(4)), loadMs: 0 },
+      1,
+      reviveError(),
+    );
+    const call = pool.call("block", 60_000);
+    await Promise.all([pool.close(), expect(call).rejects.toThrow("host thread exited")]);
+  });
+
   it("closed at once, lets each worker finish loading before it stops it", async () => {
     // Terminating a thread inside koffi.load aborts the process (SIGABRT instead of the exit code).
     const loadedCount = new Int32Array(new SharedArrayBuffer(4));

@@ -97,11 +97,13 @@ export class WorkerPool<T extends Ops> {
         if ("error" in res) p.reject(this.toError(res.error));
         else p.resolve(res.value);
       });
-      // A worker that dies fails what it had in hand; the pool keeps the others.
-      worker.on("error", (err) => {
+      // A worker that dies (or is stopped) fails what it had in hand; the pool keeps the others.
+      const failPending = (err: Error) => {
         for (const p of pending.values()) p.reject(err);
         pending.clear();
-      });
+      };
+      worker.on("error", failPending);
+      worker.once("exit", (code) => failPending(new Error(`host thread exited (code ${code})`)));
       // Idle workers do not keep the process alive; a worker with calls in hand does.
       worker.unref();
       this.workers.push({ worker, pending, loaded });
