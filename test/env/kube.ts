@@ -248,6 +248,10 @@ function daemons(binDir: string): Record<"etcd" | "apiserver" | "controllerManag
         // Only what the operator's users rely on: namespace deletion, owner-reference GC, and the
         // object counts of ResourceQuotas (count/virtualmachines.kaktus.kowabunga.cloud).
         "--controllers=namespace-controller,garbage-collector-controller,resourcequota-controller",
+        // A quota made before the controller has discovered a kind it counts (discovery runs every
+        // 30 s, and the lab installs the CRDs just before the tests) is counted only at the next full
+        // resync: 5 min by default, longer than a test waits.
+        "--resource-quota-sync-period=10s",
         "--leader-elect=false",
         "--bind-address=127.0.0.1",
         "--secure-port=10257",
