@@ -84,12 +84,10 @@ export class WorkerPool<T extends Ops> {
     for (let i = 0; i < size; i++) {
       const worker = startWorker(url, workerData);
       const pending = new Map<number, Pending>();
-      const loaded = new Promise<void>((resolve) => {
-        worker.once("exit", () => resolve());
-        worker.on("message", (res: Response) => "loaded" in res && resolve());
-      });
+      let markLoaded!: () => void;
+      const loaded = new Promise<void>((resolve) => (markLoaded = resolve));
       worker.on("message", (res: Response) => {
-        if ("loaded" in res) return;
+        if ("loaded" in res) return markLoaded();
         const p = pending.get(res.id);
         pending.delete(res.id);
         if (pending.size === 0) worker.unref();
@@ -103,7 +101,10 @@ export class WorkerPool<T extends Ops> {
         pending.clear();
       };
       worker.on("error", failPending);
-      worker.once("exit", (code) => failPending(new Error(`host thread exited (code ${code})`)));
+      worker.once("exit", (code) => {
+        markLoaded(); // a worker that never loaded has nothing left to wait for
+        failPending(new Error(`host thread exited (code ${code})`));
+      });
       // Idle workers do not keep the process alive; a worker with calls in hand does.
       worker.unref();
       this.workers.push({ worker, pending, loaded });

@@ -29,7 +29,7 @@ const agents = nodes.map((n, i) => labAgent(n, { metricsPort: 9488 + i, leaseDur
 const store = new RbdClient({ confPath: cephConfPath, user: "admin" });
 const ns = "safety-atomic";
 const sourceMiB = 256;
-/** Each kill costs a lease expiry and a takeover (~12 s): six random points keep CI's warm run under 20 min. */
+/** Each kill costs a lease expiry, a takeover and the copy again (~2 s since the fencing of the dead builder). */
 const kills = 6;
 
 /** A digest of an image's whole content. */
